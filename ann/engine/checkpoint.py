@@ -1,0 +1,99 @@
+"""Atomic checkpoint files, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ann.errors import CheckpointError
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Writes ``state`` to a temporary file beside ``path`` and renames it into
+    place, so a kill during the save never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Loads a checkpoint dict with ``weights_only=True``; one clear error if
+    the file is missing or is not a checkpoint of this framework."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: no file at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path}: not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint {path}: expected a dict with a 'model' state dict")
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """Loads ``state["model"]`` strictly, naming the mismatch if the checkpoint
+    was trained with another architecture or number of classes."""
+    weights = state["model"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} shape mismatch(es), e.g. {k}: checkpoint "
+                f"{tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the configured model (another architecture "
+            f"or number of classes?): {'; '.join(parts)}"
+        )
+    model.load_state_dict(weights)
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch, CUDA, numpy and python RNG states as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

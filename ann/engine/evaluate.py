@@ -1,0 +1,69 @@
+"""``evaluate(cfg)``: a checkpoint on a dataset split, as tools/eval.py runs it."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ann import dist
+from ann.engine.checkpoint import load_checkpoint, load_model_weights
+from ann.engine.evaluator import write_metrics
+from ann.errors import ConfigError
+from ann.logging_utils import setup_logging
+from ann.metrics import format_table
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Loads ``cfg.checkpoint`` into ``cfg.model`` and evaluates ``cfg.split``
+    of the dataset; writes eval.log, metrics.json and metrics.csv to
+    ``cfg.output_dir`` and returns the metrics."""
+    device = dist.init_distributed()
+    try:
+        out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
+        if dist.is_main():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        setup_logging(out_dir / "eval.log", dist.is_main())
+        if cfg.split not in cfg.dataset:
+            raise ConfigError(
+                f"split={cfg.split}: dataset '{cfg.dataset.name}' has no such split "
+                f"(expected one of {[k for k in cfg.dataset if k in ('train', 'val', 'test')]})"
+            )
+        dataset = instantiate(cfg.dataset[cfg.split])
+        model = instantiate(cfg.model)
+        state = load_checkpoint(cfg.checkpoint)
+        load_model_weights(model, state, cfg.checkpoint)
+        model.to(device).eval()
+        evaluator = instantiate(cfg.evaluator)
+        metrics = evaluator.evaluate(model, dataset, device)
+        metrics["iteration"] = int(state.get("iteration", 0))
+        if dist.is_main():
+            log.info(
+                "%s on %s/%s:\n%s",
+                cfg.checkpoint,
+                cfg.dataset.name,
+                cfg.split,
+                format_table(metrics),
+            )
+            write_metrics(metrics, out_dir / "metrics.json")
+            write_metrics_csv(metrics, out_dir / "metrics.csv")
+            log.info("wrote %s", out_dir / "metrics.json")
+        return metrics
+    finally:
+        dist.cleanup()
+
+
+def write_metrics_csv(metrics: dict, path: Path) -> None:
+    """One row per class (IoU, Acc) and a final mean row, as fractions."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "IoU", "Acc"])
+        for name, row in metrics["per_class"].items():
+            writer.writerow([name, row["IoU"], row["Acc"]])
+        writer.writerow(["mean", metrics["mIoU"], metrics["mAcc"]])

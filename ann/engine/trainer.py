@@ -1,0 +1,331 @@
+"""The iteration-based training loop: ``train(cfg)``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ann import dist
+from ann.data.samplers import TrainSampler
+from ann.engine.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from ann.engine.evaluator import unwrap, write_metrics
+from ann.engine.optim import build_optimizer
+from ann.engine.visualize import prediction_grid
+from ann.errors import UserError
+from ann.logging_utils import setup_logging
+from ann.metrics import format_table
+
+log = logging.getLogger(__name__)
+
+
+class StopRequested(Exception):
+    """SIGTERM/SIGINT arrived; the loop saves and exits."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_output_dir(cfg: DictConfig) -> Path:
+    """One output directory for all ranks (rank 0's, so ``${now:}`` in a run
+    dir cannot split a DDP run), with the resolved config.yaml in it."""
+    out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
+    cfg.output_dir = str(out_dir)
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return out_dir
+
+
+class _SignalGuard:
+    """Turns SIGTERM/SIGINT into a flag checked between iterations."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _SignalGuard:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Builds everything from the config and runs the iteration loop."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.device = dist.init_distributed()
+        self.out_dir = prepare_output_dir(cfg)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        setup_logging(self.out_dir / "train.log", dist.is_main())
+        seed_everything(int(self.tcfg.seed) + dist.get_rank())
+        if self.tcfg.get("deterministic", False):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        self.train_set = instantiate(cfg.dataset.train)
+        self.val_set = instantiate(cfg.dataset.val)
+        model = instantiate(cfg.model).to(self.device)
+        if dist.get_world_size() > 1 and self.device.type == "cuda" and self.tcfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        paramwise = OmegaConf.to_container(cfg.optimizer.get("paramwise", {}) or {})
+        opt_cfg = OmegaConf.masked_copy(
+            cfg.optimizer, [k for k in cfg.optimizer if k != "paramwise"]
+        )
+        self.optimizer = build_optimizer(instantiate(opt_cfg, _partial_=True), model, **paramwise)
+        self.scheduler = instantiate(
+            cfg.scheduler, optimizer=self.optimizer, max_iters=self.tcfg.max_iters
+        )
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            str(self.tcfg.get("amp_dtype", "bf16")), torch.bfloat16
+        )
+        self.amp = bool(self.tcfg.amp)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
+        )
+        self.evaluator = instantiate(cfg.evaluator)
+        self.start_iter = 0
+        self.best_miou = -1.0
+        self._restore()
+        if dist.get_world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
+        self.writer = SummaryWriter(self.out_dir / "tb") if dist.is_main() else None
+
+    # -- checkpoints ---------------------------------------------------------
+    def _restore(self) -> None:
+        last = self.ckpt_dir / "last.pth"
+        if self.tcfg.resume and last.is_file():
+            state = load_checkpoint(last, self.device)
+            load_model_weights(self.model, state, last)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.start_iter = int(state["iteration"])
+            self.best_miou = float(state["best_mIoU"])
+            rngs = state["rng"]
+            set_rng_state(rngs[dist.get_rank()] if isinstance(rngs, list) else rngs)
+            log.info("resumed from %s at iteration %d", last, self.start_iter)
+        elif self.tcfg.get("load_from"):
+            state = load_checkpoint(self.tcfg.load_from, self.device)
+            load_model_weights(self.model, state, self.tcfg.load_from)
+            log.info("loaded weights from %s (fine-tuning from iteration 0)", self.tcfg.load_from)
+
+    def _state(self, iteration: int) -> dict:
+        rngs = rng_state()
+        if dist.get_world_size() > 1:
+            rngs = [None] * dist.get_world_size()
+            torch.distributed.all_gather_object(rngs, rng_state())
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": iteration,
+            "best_mIoU": self.best_miou,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "rng": rngs,
+        }
+
+    def save(self, iteration: int, best: bool = False, periodic: bool = False) -> None:
+        state = self._state(iteration)  # collective under DDP: every rank calls it
+        if not dist.is_main():
+            return
+        save_checkpoint(state, self.ckpt_dir / "last.pth")
+        if best:
+            save_checkpoint(state, self.ckpt_dir / "best.pth")
+        keep = int(self.tcfg.get("keep_last", 0))
+        if periodic and keep > 0:
+            save_checkpoint(state, self.ckpt_dir / f"iter_{iteration:07d}.pth")
+            for old in sorted(self.ckpt_dir.glob("iter_*.pth"))[:-keep]:
+                old.unlink()
+
+    # -- data ----------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        sampler = TrainSampler(
+            len(self.train_set),
+            self.tcfg.batch_size,
+            seed=int(self.tcfg.seed),
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            start_iter=self.start_iter,
+        )
+        workers = int(self.tcfg.num_workers)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.tcfg.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=workers > 0,
+            # An own generator keeps the loader from drawing on the global RNG,
+            # which would make a resumed run's dropout differ.
+            generator=torch.Generator().manual_seed(int(self.tcfg.seed)),
+        )
+
+    # -- loop ----------------------------------------------------------------
+    def validate(self, iteration: int) -> dict:
+        metrics = self.evaluator.evaluate(self.model, self.val_set, self.device)
+        metrics["iteration"] = iteration
+        if dist.is_main():
+            log.info("validation at iteration %d:\n%s", iteration, format_table(metrics))
+            write_metrics(metrics, self.out_dir / "metrics.json")
+            for key in ("mIoU", "mAcc", "aAcc"):
+                self.writer.add_scalar(f"val/{key}", metrics[key], iteration)
+            for name, row in metrics["per_class"].items():
+                if row["IoU"] is not None:
+                    self.writer.add_scalar(f"val_IoU/{name}", row["IoU"], iteration)
+            grid = prediction_grid(
+                unwrap(self.model), self.val_set, self.device, int(self.tcfg.get("num_vis", 4))
+            )
+            self.writer.add_image("val/predictions", grid, iteration, dataformats="HWC")
+        return metrics
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        masks = batch["mask"].to(self.device, non_blocking=True)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
+        )
+        with autocast:
+            outputs = self.model(images)
+        losses = unwrap(self.model).compute_loss(outputs, masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        if self.tcfg.get("clip_grad"):
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tcfg.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return losses
+
+    def run(self) -> dict:
+        max_iters = int(self.tcfg.max_iters)
+        metrics: dict = {}
+        if self.start_iter >= max_iters:
+            log.info("already trained to iteration %d; nothing to do", self.start_iter)
+            return metrics
+        log.info(
+            "training %s for %d iterations (from %d) on %s x%d; output %s",
+            type(unwrap(self.model).decode_head).__name__,
+            max_iters,
+            self.start_iter,
+            self.device,
+            dist.get_world_size(),
+            self.out_dir,
+        )
+        self.model.train()
+        data_iter = iter(self._loader())
+        bar = tqdm(
+            total=max_iters,
+            initial=self.start_iter,
+            desc="train",
+            disable=not dist.is_main(),
+            dynamic_ncols=True,
+        )
+        iteration = self.start_iter
+        with _SignalGuard() as guard:
+            while iteration < max_iters:
+                t0 = time.perf_counter()
+                batch = next(data_iter)
+                data_time = time.perf_counter() - t0
+                losses = self.train_step(batch)
+                iteration += 1
+                loss = float(losses["loss"].detach())
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss {loss} at iteration {iteration}; stopped. The last good "
+                        f"checkpoint is {self.ckpt_dir / 'last.pth'} (lower optimizer.lr or set "
+                        "trainer.clip_grad)"
+                    )
+                step_time = time.perf_counter() - t0
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", data=f"{data_time:.3f}s")
+                if self.writer is not None and iteration % int(self.tcfg.log_interval) == 0:
+                    for k, v in losses.items():
+                        self.writer.add_scalar(f"train/{k}", float(v.detach()), iteration)
+                    self.writer.add_scalar("train/lr", lr, iteration)
+                    self.writer.add_scalar("time/iter", step_time, iteration)
+                    self.writer.add_scalar("time/data", data_time, iteration)
+                    if self.device.type == "cuda":
+                        mem = torch.cuda.max_memory_allocated(self.device) / 2**20
+                        self.writer.add_scalar("memory/max_MiB", mem, iteration)
+                    log.info(
+                        "iter %d/%d loss %.4f lr %.3e time %.3fs data %.3fs",
+                        iteration, max_iters, loss, lr, step_time, data_time,
+                    )  # fmt: skip
+                done = iteration == max_iters
+                is_best = False
+                if iteration % int(self.tcfg.val_interval) == 0 or done:
+                    metrics = self.validate(iteration)
+                    is_best = metrics["mIoU"] > self.best_miou
+                    self.best_miou = max(self.best_miou, metrics["mIoU"])
+                stop = dist.broadcast_object(guard.received is not None)
+                if iteration % int(self.tcfg.ckpt_interval) == 0 or done or is_best or stop:
+                    self.save(
+                        iteration,
+                        best=is_best,
+                        periodic=iteration % int(self.tcfg.ckpt_interval) == 0,
+                    )
+                if stop:
+                    log.warning(
+                        "signal received: saved %s at iteration %d; re-run the same command "
+                        "to resume",
+                        self.ckpt_dir / "last.pth",
+                        iteration,
+                    )
+                    break
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        return metrics
+
+
+def train(cfg: DictConfig) -> dict:
+    """Trains the model ``cfg`` describes; returns the last validation metrics.
+
+    Resumes from ``<output_dir>/checkpoints/last.pth`` when ``trainer.resume``.
+    """
+    try:
+        trainer = Trainer(cfg)
+        return trainer.run()
+    finally:
+        dist.cleanup()
+
+
+__all__ = ["StopRequested", "Trainer", "UserError", "train"]

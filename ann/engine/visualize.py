@@ -1,0 +1,78 @@
+"""Colouring masks with a palette and the image | truth | prediction grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ann.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def colorize(
+    mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255
+) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours; ignore pixels white."""
+    lut = np.full((256, 3), 255, dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    if ignore_index < 256:
+        lut[ignore_index] = 255
+    return lut[mask.astype(np.uint8)]
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) normalised tensor -> (H, W, 3) uint8 RGB."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    rgb = (image.cpu().float() * std + mean).clamp(0, 1) * 255
+    return rgb.permute(1, 2, 0).round().byte().numpy()
+
+
+@torch.no_grad()
+def prediction_grid(
+    model: nn.Module, dataset: Dataset, device: torch.device, count: int = 4
+) -> np.ndarray:
+    """Rows of image | ground truth | prediction for the first ``count`` samples:
+    (count·H, 3·W, 3) uint8 (rows resized to the first sample's size)."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for i in range(min(count, len(dataset))):
+        sample = dataset[i]
+        image = sample["image"].unsqueeze(0).to(device)
+        logits = model(image)
+        mask = sample["mask"].numpy()
+        if tuple(logits.shape[-2:]) != mask.shape:
+            logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear")
+        pred = logits.argmax(1)[0].cpu().numpy()
+        rgb = denormalize(sample["image"])
+        if rgb.shape[:2] != mask.shape:
+            rgb = np.asarray(
+                torch.nn.functional.interpolate(
+                    torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), size=mask.shape
+                )[0]
+                .permute(1, 2, 0)
+                .byte()
+            )
+        row = np.concatenate(
+            [
+                rgb,
+                colorize(mask, dataset.palette, dataset.ignore_index),
+                colorize(pred, dataset.palette),
+            ],
+            axis=1,
+        )
+        if rows and row.shape != rows[0].shape:
+            row = np.asarray(
+                torch.nn.functional.interpolate(
+                    torch.from_numpy(row).permute(2, 0, 1)[None].float(), size=rows[0].shape[:2]
+                )[0]
+                .permute(1, 2, 0)
+                .byte()
+            )
+        rows.append(row)
+    model.train(was_training)
+    return np.concatenate(rows, axis=0)

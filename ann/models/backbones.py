@@ -1,0 +1,184 @@
+"""Dilated ResNet backbones on torchvision's ResNet."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+_DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+_WEIGHTS = {
+    18: "ResNet18_Weights",
+    34: "ResNet34_Weights",
+    50: "ResNet50_Weights",
+    101: "ResNet101_Weights",
+    152: "ResNet152_Weights",
+}
+
+
+def _dilate_layer(layer: nn.Sequential, dilation: int) -> None:
+    """Removes the layer's stride and dilates its 3×3 convs in place.
+
+    As in the reference ("contract_dilation"), the first block keeps the
+    previous stage's rate (dilation // 2) and the rest use ``dilation``.
+    """
+    for i, block in enumerate(layer):
+        rate = max(dilation // 2, 1) if i == 0 else dilation
+        for m in block.modules():
+            if isinstance(m, nn.Conv2d):
+                if m.stride == (2, 2):
+                    m.stride = (1, 1)
+                if m.kernel_size == (3, 3):
+                    m.dilation = (rate, rate)
+                    m.padding = (rate, rate)
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet with output stride 8 or 16, returning the four stage outputs.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        output_stride: 8 (layer3 dilation 2, layer4 dilation 4) or 16.
+        stem: ``"standard"`` (torchvision's 7×7 conv) or ``"deep"`` (three 3×3
+            convs, the "V1c" layout of the reference code).
+        pretrained: None, ``"torchvision"`` (ImageNet weights) or a file path.
+        norm_eval: keep BatchNorm layers in eval mode during training.
+        frozen_stages: freeze the stem and the first ``frozen_stages`` layers.
+
+    forward: (B, 3, H, W) -> [res2 (B, C, H/4, W/4), res3 (H/8), res4, res5],
+    res4/res5 at H/8 for output stride 8.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        output_stride: int = 8,
+        stem: str = "deep",
+        pretrained: str | None = None,
+        norm_eval: bool = False,
+        frozen_stages: int = -1,
+    ) -> None:
+        super().__init__()
+        if depth not in _DEPTHS:
+            raise ValueError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
+        if output_stride not in (8, 16, 32):
+            raise ValueError(
+                f"model.backbone.output_stride must be 8, 16 or 32, got {output_stride}"
+            )
+        if stem not in ("deep", "standard"):
+            raise ValueError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
+        net = getattr(torchvision.models, _DEPTHS[depth])(weights=None)
+        self.depth = depth
+        self.stem_type = stem
+        self.norm_eval = norm_eval
+        self.frozen_stages = frozen_stages
+        if stem == "deep":
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(32),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(32, 32, 3, padding=1, bias=False),
+                nn.BatchNorm2d(32),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(32, 64, 3, padding=1, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.maxpool = net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
+        if output_stride <= 16:
+            _dilate_layer(self.layer4, 2 if output_stride == 16 else 4)
+        if output_stride == 8:
+            _dilate_layer(self.layer3, 2)
+        expansion = 4 if depth >= 50 else 1
+        self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        if pretrained:
+            self.load_pretrained(pretrained)
+        self._freeze()
+
+    def load_pretrained(self, pretrained: str) -> None:
+        """Loads ImageNet weights from torchvision or from a local file."""
+        if pretrained == "torchvision":
+            weights = getattr(torchvision.models, _WEIGHTS[self.depth]).IMAGENET1K_V1
+            try:
+                state = weights.get_state_dict(progress=False)
+            except Exception as exc:  # noqa: BLE001 - offline hosts raise many kinds
+                raise RuntimeError(
+                    f"model.backbone.pretrained=torchvision: could not fetch {weights} "
+                    f"({exc.__class__.__name__}). Offline, download {weights.url} elsewhere and "
+                    "pass the file: model.backbone.pretrained=/path/to/file.pth"
+                ) from None
+        else:
+            path = Path(pretrained)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"model.backbone.pretrained: no file at {path} "
+                    "(expected 'torchvision', a .pth file or null)"
+                )
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state.get("model", state))
+        self.load_state_dict(_map_torchvision_keys(state), strict=False)
+        own = set(self.state_dict())
+        mapped = set(_map_torchvision_keys(state))
+        missing = sorted(own - mapped)
+        unexpected = sorted(mapped - own)
+        log.info(
+            "backbone weights from %s: %d loaded, %d missing %s, %d unexpected %s",
+            pretrained,
+            len(own & mapped),
+            len(missing),
+            missing[:8],
+            len(unexpected),
+            unexpected[:8],
+        )
+
+    def _freeze(self) -> None:
+        stages = [nn.ModuleList([self.stem]), self.layer1, self.layer2, self.layer3, self.layer4]
+        for stage in stages[: self.frozen_stages + 1]:
+            stage.eval()
+            for p in stage.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True) -> ResNetBackbone:
+        super().train(mode)
+        self._freeze() if mode and self.frozen_stages >= 0 else None
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.stem(x))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c2, c3, c4, c5]
+
+
+def _map_torchvision_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Renames torchvision ResNet keys (conv1/bn1/fc) to this module's names."""
+    out = {}
+    for k, v in state.items():
+        k = k.removeprefix("module.").removeprefix("backbone.")
+        if k.startswith("fc."):
+            continue
+        if k.startswith("conv1."):
+            k = "stem.0." + k[len("conv1.") :]
+        elif k.startswith("bn1."):
+            k = "stem.1." + k[len("bn1.") :]
+        out[k] = v
+    return out

@@ -1,0 +1,60 @@
+"""Asymmetric Pyramid Non-local Block (APNB)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ann.models.heads.attention import PyramidPooling, attend
+from ann.models.layers import ConvBNReLU
+
+
+class APNB(nn.Module):
+    """Self-attention whose keys and values are sampled by pyramid pooling.
+
+    Queries and keys share one 1×1 conv+BN+ReLU projection (as the reference
+    code does); values are a plain 1×1 conv; the context goes through Wo
+    (1×1 conv, zero-initialised so the block starts as an identity-like fuse)
+    and is fused with the input by a 1×1 conv+BN+ReLU over
+    cat[context, x], then Dropout2d.
+
+    forward: (B, in_channels, H, W) -> (B, out_channels, H, W).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        key_channels: int,
+        value_channels: int,
+        pool_sizes: Sequence[int] = (1, 3, 6, 8),
+        dropout: float = 0.05,
+        attention: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        self.key_channels = key_channels
+        self.attention = attention
+        self.query_key = ConvBNReLU(in_channels, key_channels, 1)
+        self.value = nn.Conv2d(in_channels, value_channels, 1)
+        self.pool = PyramidPooling(pool_sizes)
+        self.out_proj = nn.Conv2d(value_channels, out_channels, 1)
+        nn.init.zeros_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+        self.fuse = ConvBNReLU(out_channels + in_channels, out_channels, 1)
+        self.dropout = nn.Dropout2d(dropout)
+
+    def context(self, x: Tensor) -> Tensor:
+        """Attention context before Wo: (B, C, H, W) -> (B, value_channels, H, W)."""
+        b, _, h, w = x.shape
+        qk = self.query_key(x)
+        query = qk.flatten(2).transpose(1, 2)  # (B, N, C')
+        key = self.pool(qk).transpose(1, 2)  # (B, S, C')
+        value = self.pool(self.value(x)).transpose(1, 2)  # (B, S, Cv)
+        out = attend(query, key, value, self.key_channels**-0.5, self.attention)
+        return out.transpose(1, 2).reshape(b, -1, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        context = self.out_proj(self.context(x))
+        return self.dropout(self.fuse(torch.cat([context, x], dim=1)))

@@ -1,0 +1,48 @@
+"""Shared fixtures: config composition and tiny on-disk datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+torch.set_num_threads(2)
+
+
+def compose_cfg(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Composes configs/<config_name>.yaml with overrides, as the tools do."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides or [])
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic shapes dataset (16 train, 6 val images of 64×64)."""
+    from ann.data.synthetic import generate_shapes
+
+    return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", 16, 6, size=64, seed=0)
+
+
+def tiny_train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long CPU training run of the small model."""
+    return [
+        "experiment=demo",
+        f"dataset.root={root}",
+        f"output_dir={out}",
+        "dataset.num_train=16",
+        "dataset.num_val=6",
+        "trainer.max_iters=4",
+        "trainer.val_interval=2",
+        "trainer.ckpt_interval=2",
+        "trainer.log_interval=1",
+        "trainer.batch_size=2",
+        "trainer.num_workers=0",
+        "trainer.num_vis=2",
+        "scheduler.warmup_iters=0",
+        *extra,
+    ]

@@ -1,0 +1,18 @@
+"""Evaluate a checkpoint: python tools/eval.py experiment=NAME checkpoint=PATH [key=value ...]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from ann.cli import friendly_errors, set_output_dir
+from ann.engine.evaluate import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    set_output_dir(cfg)
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

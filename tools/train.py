@@ -1,0 +1,18 @@
+"""Train a segmentor: python tools/train.py experiment=cityscapes_ann [key=value ...]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from ann.cli import friendly_errors, set_output_dir
+from ann.engine.trainer import train
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    set_output_dir(cfg)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
