@@ -15,3 +15,7 @@ class CheckpointError(UserError):
 
 class ConfigError(UserError):
     """A config key is missing or has an unusable value."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR, compose_cfg
 from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 

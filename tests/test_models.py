@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_cfg
 from hydra.utils import instantiate
 
 from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d
 from ann.models.heads.attention import attend
+from conftest import compose_cfg
 
 
 @pytest.mark.parametrize("model", ["ann_r50", "ann_r101"])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, tiny_train_overrides
 
 from ann.engine.evaluate import evaluate
 from ann.engine.trainer import train
+from conftest import compose_cfg, tiny_train_overrides
 
 
 @pytest.fixture(scope="module")

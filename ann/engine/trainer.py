@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import random
+import resource
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -32,15 +34,11 @@ from ann.engine.checkpoint import (
 from ann.engine.evaluator import unwrap, write_metrics
 from ann.engine.optim import build_optimizer
 from ann.engine.visualize import prediction_grid
-from ann.errors import UserError
+from ann.errors import ConfigError, TrainingDiverged
 from ann.logging_utils import setup_logging
 from ann.metrics import format_table
 
 log = logging.getLogger(__name__)
-
-
-class StopRequested(Exception):
-    """SIGTERM/SIGINT arrived; the loop saves and exits."""
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +50,10 @@ def seed_everything(seed: int) -> None:
 def prepare_output_dir(cfg: DictConfig) -> Path:
     """One output directory for all ranks (rank 0's, so ``${now:}`` in a run
     dir cannot split a DDP run), with the resolved config.yaml in it."""
-    out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
+    own = Path(cfg.output_dir)
+    out_dir = Path(dist.broadcast_object(str(own)))
+    if own.resolve() != out_dir.resolve() and own.is_dir() and not any(own.iterdir()):
+        own.rmdir()  # the empty directory Hydra made for this rank's own ${now:}
     cfg.output_dir = str(out_dir)
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,14 +109,18 @@ class Trainer:
         self.scheduler = instantiate(
             cfg.scheduler, optimizer=self.optimizer, max_iters=self.tcfg.max_iters
         )
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-            str(self.tcfg.get("amp_dtype", "bf16")), torch.bfloat16
-        )
+        amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if str(self.tcfg.amp_dtype) not in amp_dtypes:
+            raise ConfigError(
+                f"trainer.amp_dtype must be one of {sorted(amp_dtypes)}, got {self.tcfg.amp_dtype!r}"
+            )
+        self.amp_dtype = amp_dtypes[str(self.tcfg.amp_dtype)]
         self.amp = bool(self.tcfg.amp)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
         )
         self.evaluator = instantiate(cfg.evaluator)
+        self.accumulate = int(self.tcfg.get("accumulate", 1))
         self.start_iter = 0
         self.best_miou = -1.0
         self._restore()
@@ -180,7 +185,8 @@ class Trainer:
             seed=int(self.tcfg.seed),
             rank=dist.get_rank(),
             world_size=dist.get_world_size(),
-            start_iter=self.start_iter,
+            # With accumulation an iteration consumes several batches.
+            start_iter=self.start_iter * self.accumulate,
         )
         workers = int(self.tcfg.num_workers)
         return DataLoader(
@@ -198,7 +204,10 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------
     def validate(self, iteration: int) -> dict:
-        metrics = self.evaluator.evaluate(self.model, self.val_set, self.device)
+        # Validation must not draw on the training RNG streams, or a run
+        # resumed after a validation would diverge from an uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            metrics = self.evaluator.evaluate(self.model, self.val_set, self.device)
         metrics["iteration"] = iteration
         if dist.is_main():
             log.info("validation at iteration %d:\n%s", iteration, format_table(metrics))
@@ -214,24 +223,45 @@ class Trainer:
             self.writer.add_image("val/predictions", grid, iteration, dataformats="HWC")
         return metrics
 
-    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        images = batch["image"].to(self.device, non_blocking=True)
-        masks = batch["mask"].to(self.device, non_blocking=True)
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
-        )
-        with autocast:
-            outputs = self.model(images)
-        losses = unwrap(self.model).compute_loss(outputs, masks)
+    def train_step(self, data_iter: Iterator[dict]) -> tuple[dict[str, torch.Tensor], float]:
+        """One optimizer step over ``trainer.accumulate`` batches.
+
+        Returns the loss terms (averaged over batches and ranks, detached)
+        and the time spent waiting for data.
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses["loss"]).backward()
+        totals: dict[str, torch.Tensor] = {}
+        data_time = 0.0
+        for micro in range(self.accumulate):
+            t0 = time.perf_counter()
+            batch = next(data_iter)
+            data_time += time.perf_counter() - t0
+            images = batch["image"].to(self.device, non_blocking=True)
+            masks = batch["mask"].to(self.device, non_blocking=True)
+            last = micro == self.accumulate - 1
+            # Gradients are all-reduced once, on the last micro-batch.
+            sync = (
+                nullcontext()
+                if last or not hasattr(self.model, "no_sync")
+                else self.model.no_sync()
+            )
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                    outputs = self.model(images)
+                losses = unwrap(self.model).compute_loss(outputs, masks)
+                self.scaler.scale(losses["loss"] / self.accumulate).backward()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + v.detach() / self.accumulate
         if self.tcfg.get("clip_grad"):
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tcfg.clip_grad))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return losses
+        names = sorted(totals)
+        stacked = dist.all_reduce_sum(torch.stack([totals[k].float() for k in names]))
+        stacked /= dist.get_world_size()
+        return dict(zip(names, stacked.cpu(), strict=True)), data_time
 
     def run(self) -> dict:
         max_iters = int(self.tcfg.max_iters)
@@ -258,16 +288,15 @@ class Trainer:
             dynamic_ncols=True,
         )
         iteration = self.start_iter
-        with _SignalGuard() as guard:
+        # The bar and the writer close on any exit, so an error message comes last.
+        with bar, _SignalGuard() as guard, self.writer or nullcontext():
             while iteration < max_iters:
                 t0 = time.perf_counter()
-                batch = next(data_iter)
-                data_time = time.perf_counter() - t0
-                losses = self.train_step(batch)
+                losses, data_time = self.train_step(data_iter)
                 iteration += 1
-                loss = float(losses["loss"].detach())
+                loss = float(losses["loss"])
                 if not math.isfinite(loss):
-                    raise FloatingPointError(
+                    raise TrainingDiverged(
                         f"non-finite loss {loss} at iteration {iteration}; stopped. The last good "
                         f"checkpoint is {self.ckpt_dir / 'last.pth'} (lower optimizer.lr or set "
                         "trainer.clip_grad)"
@@ -278,13 +307,15 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", data=f"{data_time:.3f}s")
                 if self.writer is not None and iteration % int(self.tcfg.log_interval) == 0:
                     for k, v in losses.items():
-                        self.writer.add_scalar(f"train/{k}", float(v.detach()), iteration)
+                        self.writer.add_scalar(f"train/{k}", float(v), iteration)
                     self.writer.add_scalar("train/lr", lr, iteration)
                     self.writer.add_scalar("time/iter", step_time, iteration)
                     self.writer.add_scalar("time/data", data_time, iteration)
                     if self.device.type == "cuda":
                         mem = torch.cuda.max_memory_allocated(self.device) / 2**20
-                        self.writer.add_scalar("memory/max_MiB", mem, iteration)
+                    else:  # peak resident set size of this process (Linux: KiB)
+                        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    self.writer.add_scalar("memory/max_MiB", mem, iteration)
                     log.info(
                         "iter %d/%d loss %.4f lr %.3e time %.3fs data %.3fs",
                         iteration, max_iters, loss, lr, step_time, data_time,
@@ -310,9 +341,6 @@ class Trainer:
                         iteration,
                     )
                     break
-        bar.close()
-        if self.writer is not None:
-            self.writer.close()
         return metrics
 
 
@@ -328,4 +356,4 @@ def train(cfg: DictConfig) -> dict:
         dist.cleanup()
 
 
-__all__ = ["StopRequested", "Trainer", "UserError", "train"]
+__all__ = ["Trainer", "train"]
