@@ -98,3 +98,43 @@ def test_training_lowers_the_loss(shapes_root: Path, tmp_path: Path) -> None:
     losses = [e.value for e in events.Scalars("train/loss")]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def _tb_losses(run_dir: Path) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return [e.value for e in events.Scalars("train/loss")]
+
+
+def test_gradient_accumulation_matches_the_larger_batch(shapes_root: Path, tmp_path: Path) -> None:
+    from helpers import TEST_CONFIGS
+
+    common = [TEST_CONFIGS, "model=tiny_gn", "trainer.max_iters=4", "trainer.val_interval=100"]
+    common.append(
+        "dataset.train.transforms.ratio_range=[1.0,1.0]"
+    )  # no padding: equal pixel counts
+    train(
+        compose_cfg(
+            tiny_train_overrides(shapes_root, tmp_path / "a", *common, "trainer.batch_size=4")
+        )
+    )
+    train(
+        compose_cfg(
+            tiny_train_overrides(
+                shapes_root, tmp_path / "b", *common, "trainer.batch_size=2", "trainer.accumulate=2"
+            )
+        )
+    )
+    assert _tb_losses(tmp_path / "a") == pytest.approx(_tb_losses(tmp_path / "b"), abs=1e-5)
+
+
+def test_bf16_autocast_trains_on_cpu(shapes_root: Path, tmp_path: Path) -> None:
+    train(
+        compose_cfg(
+            tiny_train_overrides(shapes_root, tmp_path, "trainer.max_iters=2", "trainer.amp=true")
+        )
+    )
+    losses = _tb_losses(tmp_path)
+    assert len(losses) == 2 and all(0 < v < 10 for v in losses)
