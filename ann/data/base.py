@@ -1,0 +1,141 @@
+"""The dataset base class: pairs of image and label files, read and transformed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ann.errors import DataError
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Reads an RGB image as (H, W, 3) uint8, naming the file if it is unreadable."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Reads an index label PNG as (H, W) uint8 class indices.
+
+    Palette ("P") and grey ("L") images are read as indices; an RGB label is
+    refused, since colours are not class indices.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("RGB", "RGBA"):
+                raise DataError(
+                    f"{path}: label is an RGB colour image; expected a single-channel index "
+                    "PNG (mode L or P) whose pixel values are class indices"
+                )
+            label = np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable or truncated label ({exc})") from None
+    if label.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D index label, got shape {label.shape}")
+    return label
+
+
+class SegmentationDataset(Dataset):
+    """Image/label file pairs with class names and a palette.
+
+    Subclasses fill ``self.samples`` with (image path, label path or None)
+    and may override :meth:`map_label` (e.g. Cityscapes labelId -> trainId).
+
+    ``__getitem__`` returns {"image": (3, H, W) float, "mask": (H, W) int64,
+    "name": str}; an index may also be an (index, seed) pair, seeding the
+    random transforms of that sample so that augmentation is reproducible.
+    """
+
+    classes: Sequence[str] = ()
+    palette: Sequence[Sequence[int]] = ()
+
+    def __init__(
+        self,
+        transforms: Callable | None = None,
+        ignore_index: int = 255,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        self.transforms = transforms
+        self.ignore_index = ignore_index
+        if classes is not None:
+            self.classes = tuple(classes)
+        if palette is not None:
+            self.palette = tuple(tuple(int(c) for c in p) for p in palette)
+        if not self.palette:
+            self.palette = default_palette(len(self.classes))
+        self.samples: list[tuple[Path, Path | None]] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def map_label(self, label: np.ndarray) -> np.ndarray:
+        """Maps stored label values to train ids in [0, K) ∪ {ignore}: (H, W) -> (H, W)."""
+        return label
+
+    def sample_name(self, index: int) -> str:
+        return self.samples[index][0].stem
+
+    def check_label(self, label: np.ndarray, path: Path) -> None:
+        bad = (label >= self.num_classes) & (label != self.ignore_index)
+        if bad.any():
+            values = sorted(int(v) for v in np.unique(label[bad]))[:10]
+            raise DataError(
+                f"{path}: label values {values} outside [0, {self.num_classes}) and "
+                f"ignore {self.ignore_index}"
+            )
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reads sample ``index``: image (H, W, 3) uint8, label (H, W) uint8."""
+        image_path, label_path = self.samples[index]
+        image = read_image(image_path)
+        if label_path is None:
+            label = np.full(image.shape[:2], self.ignore_index, dtype=np.uint8)
+        else:
+            label = self.map_label(read_label(label_path))
+            self.check_label(label, label_path)
+            if label.shape != image.shape[:2]:
+                raise DataError(
+                    f"{label_path}: label size {label.shape[::-1]} differs from image "
+                    f"{image_path.name} size {image.shape[1::-1]}"
+                )
+        return image, label
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        seed = None
+        if isinstance(index, tuple | list):
+            index, seed = index
+        image, label = self.load(index)
+        if self.transforms is not None:
+            image, mask = self.transforms(image, label, seed=seed)
+        else:
+            image = torch.from_numpy(image).permute(2, 0, 1).float()
+            mask = torch.from_numpy(label.astype(np.int64))
+        return {"image": image, "mask": mask, "name": self.sample_name(index)}
+
+
+def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """PASCAL VOC's bit-interleaved colour map, a distinct colour per class."""
+    palette = []
+    for i in range(num_classes):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette.append((r, g, b))
+    return tuple(palette)

@@ -1,0 +1,145 @@
+"""A deterministic synthetic dataset whose labels need context.
+
+Every region — background and objects alike — is painted with a texture
+drawn from one shared distribution (random colour, stripes, noise), so a
+pixel's colour or local patch says nothing about its class. The class of an
+object is its *shape* (disc, square, triangle, cross): only by looking at the
+whole region can a model tell a disc's interior from a square's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ann.data.folder import FolderDataset
+
+SHAPES_CLASSES = ("background", "disc", "square", "triangle", "cross")
+SHAPES_PALETTE = ((0, 0, 0), (220, 20, 60), (0, 120, 255), (250, 170, 30), (0, 200, 100))
+
+
+def _texture(rng: np.random.Generator, size: int, base: np.ndarray) -> np.ndarray:
+    """(size, size, 3) float texture around colour ``base``: stripes + noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    freq = rng.uniform(0.15, 0.6)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * freq + rng.uniform(0, 6.3))
+    amp = rng.uniform(10, 35)
+    noise = rng.normal(0, rng.uniform(5, 15), (size, size, 3))
+    return base[None, None, :] + amp * stripes[..., None] + noise
+
+
+def _shape_mask(kind: int, size: int, cy: float, cx: float, r: float, rot: float) -> np.ndarray:
+    """Boolean (size, size) mask of shape ``kind`` (1..4) centred at (cy, cx), radius r."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    c, s = np.cos(rot), np.sin(rot)
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    if kind == 1:  # disc
+        return dx**2 + dy**2 <= r**2
+    if kind == 2:  # square
+        h = r * 0.85
+        return (np.abs(u) <= h) & (np.abs(v) <= h)
+    if kind == 3:  # equilateral triangle pointing along v
+        inside = np.ones_like(u, dtype=bool)
+        for k in range(3):
+            a = rot + np.pi / 2 + k * 2 * np.pi / 3
+            inside &= dx * np.cos(a) + dy * np.sin(a) <= r * 0.55
+        return inside
+    if kind == 4:  # cross: two bars
+        w = r * 0.38
+        return ((np.abs(u) <= r) & (np.abs(v) <= w)) | ((np.abs(v) <= r) & (np.abs(u) <= w))
+    raise ValueError(kind)
+
+
+def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: image (size, size, 3) uint8 and label (size, size) uint8."""
+    colours = []
+
+    def new_colour() -> np.ndarray:
+        # Far enough from every colour already in the scene that region borders show.
+        for _ in range(100):
+            col = rng.uniform(40, 215, 3)
+            if all(np.abs(col - c).sum() > 120 for c in colours):
+                break
+        colours.append(col)
+        return col
+
+    image = _texture(rng, size, new_colour())
+    label = np.zeros((size, size), dtype=np.uint8)
+    for _ in range(rng.integers(1, 4)):
+        kind = int(rng.integers(1, len(SHAPES_CLASSES)))
+        r = rng.uniform(0.16, 0.28) * size
+        cy, cx = rng.uniform(r * 0.6, size - r * 0.6, 2)
+        mask = _shape_mask(kind, size, cy, cx, r, rng.uniform(0, 2 * np.pi))
+        image[mask] = _texture(rng, size, new_colour())[mask]
+        label[mask] = kind
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def generate_shapes(
+    root: str | Path, num_train: int = 400, num_val: int = 100, size: int = 64, seed: int = 0
+) -> Path:
+    """Writes ``images/{train,val}/NNNNN.png`` and ``masks/{train,val}/NNNNN.png``.
+
+    Deterministic in ``seed``. The tree is built in a temporary folder and
+    renamed into place, so concurrent callers (e.g. DDP ranks) never see a
+    half-written dataset. Returns ``root``.
+    """
+    root = Path(root)
+    if (root / "images").is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        for split, count, offset in (("train", num_train, 0), ("val", num_val, 1)):
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "masks" / split).mkdir(parents=True)
+            rng = np.random.default_rng([seed, offset])
+            for i in range(count):
+                image, label = render_scene(rng, size)
+                Image.fromarray(image).save(tmp / "images" / split / f"{i:05d}.png")
+                mask = Image.fromarray(label, mode="L")
+                mask.save(tmp / "masks" / split / f"{i:05d}.png")
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not (root / "images").is_dir():  # lost a race only if another caller won it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+class ShapesDataset(FolderDataset):
+    """The synthetic shapes data, generated under ``root`` on first use."""
+
+    classes = SHAPES_CLASSES
+    palette = SHAPES_PALETTE
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transforms: Callable | None = None,
+        num_train: int = 400,
+        num_val: int = 100,
+        size: int = 64,
+        seed: int = 0,
+        ignore_index: int = 255,
+    ) -> None:
+        generate_shapes(root, num_train, num_val, size, seed)
+        super().__init__(
+            root,
+            split,
+            SHAPES_CLASSES,
+            SHAPES_PALETTE,
+            transforms=transforms,
+            ignore_index=ignore_index,
+        )
