@@ -17,7 +17,8 @@ def read_image(path: Path) -> np.ndarray:
     """Reads an RGB image as (H, W, 3) uint8, naming the file if it is unreadable."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            # np.array, not asarray: a writable array (torch refuses read-only ones).
+            return np.array(img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from None
 
@@ -31,7 +32,7 @@ def read_label(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
-            label = np.asarray(img)
+            label = np.array(img)  # writable: torch refuses read-only arrays
             mode = img.mode
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or truncated label ({exc})") from None
