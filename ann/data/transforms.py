@@ -226,13 +226,18 @@ class _Pipeline:
         with 0 in the *normalised* image (the mean colour) and ``ignore_index``
         in the mask, as mmsegmentation pads after normalising.
         """
-        h, w = mask.shape
-        height, width = (h, w) if pad_to is None else (max(h, pad_to[0]), max(w, pad_to[1]))
-        image_t = torch.zeros(3, height, width, dtype=torch.float32)
+
+        def padded(h: int, w: int) -> tuple[int, int]:
+            return (h, w) if pad_to is None else (max(h, pad_to[0]), max(w, pad_to[1]))
+
+        # The image and the mask may differ in size (evaluation keeps the label's).
+        h, w = image.shape[:2]
+        image_t = torch.zeros(3, *padded(h, w), dtype=torch.float32)
         region = image_t[:, :h, :w]
         region.copy_(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         region.sub_(self._mean_t).mul_(self._inv_std_t)
-        mask_t = torch.full((height, width), ignore_index, dtype=torch.int64)
+        h, w = mask.shape
+        mask_t = torch.full(padded(h, w), ignore_index, dtype=torch.int64)
         mask_t[:h, :w] = torch.from_numpy(np.ascontiguousarray(mask))
         return image_t, mask_t
 
