@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -24,6 +25,13 @@ def friendly_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
         except (UserError, OmegaConfBaseException) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
+        except InstantiationException as exc:
+            # hydra.utils.instantiate wraps what a constructor raises (e.g. a
+            # dataset's DataError for a missing root): report the user error itself.
+            if isinstance(exc.__cause__, UserError):
+                print(f"error: {exc.__cause__}", file=sys.stderr)
+                sys.exit(2)
+            raise
 
     return wrapper
 

@@ -1,8 +1,35 @@
 """Errors a user can cause; entry points print them as one line and exit non-zero."""
 
+from __future__ import annotations
+
 
 class UserError(Exception):
-    """Bad input from the user: a config key, a file, a checkpoint."""
+    """Bad input from the user: a config key, a file, a checkpoint.
+
+    A DataLoader worker re-raises an error in the main process as
+    ``type(exc)("Caught X in DataLoader worker process N.\\nOriginal Traceback
+    ...")``; the constructor keeps only the original one-line message, so
+    that the entry points can still print one line.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_strip_worker_traceback(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+def _strip_worker_traceback(msg: str, name: str) -> str:
+    """The original message from a worker's "Caught ... Original Traceback" text."""
+    if not (msg.startswith("Caught ") and "\nOriginal Traceback" in msg):
+        return msg
+    marker = f"{name}: "
+    lines = msg.rstrip().splitlines()
+    # The traceback ends with "module.Name: message" (the message may span lines).
+    for i in range(len(lines) - 1, -1, -1):
+        if marker in lines[i]:
+            first = lines[i].split(marker, 1)[1]
+            return "\n".join([first, *lines[i + 1 :]])
+    return lines[-1]
 
 
 class DataError(UserError):

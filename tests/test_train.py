@@ -39,7 +39,7 @@ def test_run_directory_contents(trained_run: Path) -> None:
         "iteration",
     }
     assert metrics["iteration"] == 6 and metrics["num_images"] == 6
-    assert set(metrics["per_class"]) == {"background", "disc", "square", "triangle", "cross"}
+    assert set(metrics["per_class"]) == {"background", "red", "green", "blue", "yellow"}
     ckpt = torch.load(trained_run / "checkpoints/last.pth", weights_only=True)
     assert set(ckpt) >= {
         "model",

@@ -17,7 +17,8 @@ def read_image(path: Path) -> np.ndarray:
     """Reads an RGB image as (H, W, 3) uint8, naming the file if it is unreadable."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            # np.array, not asarray: a writable array (torch refuses read-only ones).
+            return np.array(img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from None
 
@@ -25,22 +26,42 @@ def read_image(path: Path) -> np.ndarray:
 def read_label(path: Path) -> np.ndarray:
     """Reads an index label PNG as (H, W) uint8 class indices.
 
-    Palette ("P") and grey ("L") images are read as indices; an RGB label is
-    refused, since colours are not class indices.
+    Palette ("P") and grey ("L", 16-bit "I") images are read as indices. An
+    RGB image is accepted only when it is grey (R == G == B); a colour label
+    is refused, since colours are not class indices.
     """
     try:
         with Image.open(path) as img:
-            if img.mode in ("RGB", "RGBA"):
-                raise DataError(
-                    f"{path}: label is an RGB colour image; expected a single-channel index "
-                    "PNG (mode L or P) whose pixel values are class indices"
-                )
-            label = np.asarray(img)
+            label = np.array(img)  # writable: torch refuses read-only arrays
+            mode = img.mode
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or truncated label ({exc})") from None
+    if mode in ("RGB", "RGBA"):
+        rgb = label[..., :3]
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            raise DataError(
+                f"{path}: label is an RGB colour image; expected a single-channel index PNG "
+                "(mode L or P) whose pixel values are class indices (convert colours to indices)"
+            )
+        label = rgb[..., 0]
     if label.ndim != 2:
         raise DataError(f"{path}: expected a 2-D index label, got shape {label.shape}")
+    if label.dtype != np.uint8:
+        if label.size and (label.min() < 0 or label.max() > 255):
+            bad = np.unique(label[(label < 0) | (label > 255)])
+            raise DataError(
+                f"{path}: label values {[int(v) for v in bad[:10]]} do not fit 0..255; "
+                "expected class indices"
+            )
+        label = label.astype(np.uint8)
     return label
+
+
+def require_dir(path: Path, layout: str) -> None:
+    """Raises a DataError naming ``path`` and the expected ``layout`` if it is not a folder."""
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a folder"
+        raise DataError(f"dataset.root: {path} {what} (expected {layout})")
 
 
 class SegmentationDataset(Dataset):
@@ -88,13 +109,20 @@ class SegmentationDataset(Dataset):
     def sample_name(self, index: int) -> str:
         return self.samples[index][0].stem
 
-    def check_label(self, label: np.ndarray, path: Path) -> None:
+    def check_label(self, label: np.ndarray, path: Path, stored: np.ndarray | None = None) -> None:
+        """Raises a DataError naming ``path`` and the offending values if the
+        mapped ``label`` (H, W) has values outside [0, K) ∪ {ignore}.
+        ``stored`` is the label as read, to show the file's own values."""
         bad = (label >= self.num_classes) & (label != self.ignore_index)
         if bad.any():
             values = sorted(int(v) for v in np.unique(label[bad]))[:10]
+            shown = f"{values}"
+            if stored is not None and not np.array_equal(stored, label):
+                raw = sorted(int(v) for v in np.unique(stored[bad]))[:10]
+                shown = f"{raw} (mapped to {values})"
             raise DataError(
-                f"{path}: label values {values} outside [0, {self.num_classes}) and "
-                f"ignore {self.ignore_index}"
+                f"{path}: label values {shown} outside [0, {self.num_classes}) and ignore "
+                f"{self.ignore_index}; expected class indices for the {self.num_classes} classes"
             )
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +132,9 @@ class SegmentationDataset(Dataset):
         if label_path is None:
             label = np.full(image.shape[:2], self.ignore_index, dtype=np.uint8)
         else:
-            label = self.map_label(read_label(label_path))
-            self.check_label(label, label_path)
+            stored = read_label(label_path)
+            label = self.map_label(stored)
+            self.check_label(label, label_path, stored)
             if label.shape != image.shape[:2]:
                 raise DataError(
                     f"{label_path}: label size {label.shape[::-1]} differs from image "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CS_LABELS
 
-from ann.data.base import SegmentationDataset
+from ann.data.base import SegmentationDataset, require_dir
 from ann.data.folder import pair_samples
 from ann.errors import DataError
 
@@ -59,24 +59,24 @@ class CityscapesDataset(SegmentationDataset):
         self.split = split
         image_dir = self.root / "leftImg8bit" / split
         label_dir = self.root / "gtFine" / split
-        if not image_dir.is_dir():
-            raise DataError(
-                f"dataset.root: no folder {image_dir} (expected the Cityscapes layout "
-                f"leftImg8bit/{split}/CITY/CITY_SEQ_FRAME_leftImg8bit.png under {self.root})"
-            )
+        layout = (
+            f"the Cityscapes layout leftImg8bit/{split}/CITY/CITY_SEQ_FRAME_leftImg8bit.png "
+            f"with gtFine/{split}/CITY/CITY_SEQ_FRAME_gtFine_labelIds.png"
+        )
+        require_dir(self.root, layout)
+        require_dir(image_dir, layout)
         images = {
             str(p.relative_to(image_dir))[: -len("_leftImg8bit.png")]: p
             for p in sorted(image_dir.rglob("*_leftImg8bit.png"))
         }
+        if not images:
+            raise DataError(f"{image_dir}: no images found (expected {layout})")
         if split == "test":
+            # The test split has no public labels: masks are all ignore.
             self.samples = [(images[k], None) for k in sorted(images)]
             self.mapped = True
         else:
-            if not label_dir.is_dir():
-                raise DataError(
-                    f"dataset.root: no folder {label_dir} (expected "
-                    f"gtFine/{split}/CITY/CITY_SEQ_FRAME_gtFine_labelIds.png under {self.root})"
-                )
+            require_dir(label_dir, layout)
             train_ids = {
                 str(p.relative_to(label_dir))[: -len("_gtFine_labelTrainIds.png")]: p
                 for p in sorted(label_dir.rglob("*_gtFine_labelTrainIds.png"))
@@ -87,12 +87,15 @@ class CityscapesDataset(SegmentationDataset):
             }
             # Prepared trainId files are used only if every image has one.
             self.mapped = bool(train_ids) and set(train_ids) >= set(images)
-            labels = {k: train_ids[k] for k in images if k in train_ids} if self.mapped else label_ids
-            self.samples = pair_samples(images, labels, image_dir, label_dir)
+            labels = (
+                {k: train_ids[k] for k in images if k in train_ids} if self.mapped else label_ids
+            )
+            self.samples = pair_samples(images, labels, image_dir, label_dir, layout)
         self._lut = label_id_to_train_id_lut(ignore_index)
 
     def sample_name(self, index: int) -> str:
         return self.samples[index][0].name[: -len("_leftImg8bit.png")]
 
     def map_label(self, label: np.ndarray) -> np.ndarray:
+        """(H, W) labelIds (or trainIds when prepared) -> (H, W) trainIds."""
         return label if self.mapped else self._lut[label]

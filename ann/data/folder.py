@@ -40,7 +40,8 @@ class FolderDataset(SegmentationDataset):
         if not image_root.is_dir():
             raise DataError(
                 f"dataset.root: no image folder {image_root} (expected images as "
-                f"{img_dir.format(split=split)}/NAME{img_suffix} under {self.root})"
+                f"{img_dir.format(split=split)}/NAME{img_suffix} and masks as "
+                f"{mask_dir.format(split=split)}/NAME{mask_suffix} under {self.root})"
             )
         images = {
             str(p.relative_to(image_root))[: -len(img_suffix)]: p
@@ -54,7 +55,7 @@ class FolderDataset(SegmentationDataset):
             if mask_root.is_dir()
             else {}
         )
-        self.samples = pair_samples(images, masks, image_root, mask_root)
+        self.samples = pair_samples(images, masks, image_root, mask_root, f"NAME{img_suffix} files")
         self._names = sorted(images)
 
     def sample_name(self, index: int) -> str:
@@ -62,11 +63,17 @@ class FolderDataset(SegmentationDataset):
 
 
 def pair_samples(
-    images: dict[str, Path], labels: dict[str, Path], image_root: Path, label_root: Path
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    image_root: Path,
+    label_root: Path,
+    expected: str = "",
 ) -> list[tuple[Path, Path]]:
-    """Pairs images and labels by key, raising one message on any mismatch."""
+    """Pairs images and labels by key, raising one message on any mismatch
+    (the count and up to 5 names). ``expected`` describes the file pattern."""
     if not images:
-        raise DataError(f"{image_root}: no images found")
+        hint = f" (expected {expected})" if expected else ""
+        raise DataError(f"{image_root}: no images found{hint}")
     lonely_images = sorted(set(images) - set(labels))
     lonely_labels = sorted(set(labels) - set(images))
     if lonely_images:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,44 +39,26 @@ def rescale_size(
     return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
-class RandomRescale(A.DualTransform):
-    """Keep-ratio resize to ``scale`` times a ratio drawn from ``ratio_range``."""
+class RandomRescaleCrop(A.DualTransform):
+    """Keep-ratio resize to ``scale`` × a ratio from ``ratio_range``, then a random
+    crop of at most (``height``, ``width``) retried (up to ``max_tries``) while one
+    class covers ``cat_max_ratio`` or more of its labelled pixels — mmsegmentation's
+    RandomResize + RandomCrop. A side shorter than the crop is kept whole (the
+    pipeline pads afterwards).
 
-    def __init__(
-        self,
-        scale: Sequence[int] | None = None,
-        ratio_range: Sequence[float] = (0.5, 2.0),
-        p: float = 1.0,
-    ) -> None:
-        super().__init__(p=p)
-        self.scale = tuple(scale) if scale is not None else None
-        self.ratio_range = tuple(ratio_range)
-
-    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
-        height, width = params["shape"][:2]
-        ratio = self.py_random.uniform(*self.ratio_range)
-        return {"size": rescale_size(height, width, self.scale, ratio)}
-
-    def apply(self, img: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
-        return cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR)
-
-    def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
-        return cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("scale", "ratio_range")
-
-
-class CatMaxRatioCrop(A.DualTransform):
-    """Random crop that retries (up to ``max_tries``) while one class covers
-    more than ``cat_max_ratio`` of the crop's labelled pixels, as in
-    mmsegmentation's RandomCrop. The image must already be at least the crop.
+    Only the crop is ever resampled: the image pixels are interpolated straight
+    from the source with the same sampling positions as a full bilinear resize
+    (half-pixel centres, edge clamping), so a 2× upscale of a 2048×1024 image
+    costs a 512×1024 crop, not a 4096×2048 resize. The mask takes the source
+    pixel under each sample point (nearest), so image and mask stay aligned.
     """
 
     def __init__(
         self,
         height: int,
         width: int,
+        scale: Sequence[int] | None = None,
+        ratio_range: Sequence[float] = (0.5, 2.0),
         cat_max_ratio: float = 1.0,
         ignore_index: int = 255,
         max_tries: int = 10,
@@ -83,37 +66,149 @@ class CatMaxRatioCrop(A.DualTransform):
     ) -> None:
         super().__init__(p=p)
         self.height, self.width = height, width
+        self.scale = tuple(scale) if scale is not None else None
+        self.ratio_range = tuple(ratio_range)
         self.cat_max_ratio = cat_max_ratio
         self.ignore_index = ignore_index
         self.max_tries = max_tries
 
-    def _random_box(self, height: int, width: int) -> tuple[int, int]:
-        return (
-            self.py_random.randint(0, height - self.height),
-            self.py_random.randint(0, width - self.width),
-        )
+    @staticmethod
+    def _source_index(start: int, length: int, factor: float, limit: int) -> np.ndarray:
+        """Source pixel under each of ``length`` output pixels from ``start``: (length,) int."""
+        idx = np.floor((np.arange(start, start + length) + 0.5) / factor).astype(np.int64)
+        return np.clip(idx, 0, limit - 1)
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         height, width = params["shape"][:2]
-        top, left = self._random_box(height, width)
+        ratio = self.py_random.uniform(*self.ratio_range)
+        out_h, out_w = rescale_size(height, width, self.scale, ratio)
+        crop_h, crop_w = min(self.height, out_h), min(self.width, out_w)
+        fy, fx = out_h / height, out_w / width
+
+        def box() -> tuple[int, int, np.ndarray, np.ndarray]:
+            top = self.py_random.randint(0, out_h - crop_h)
+            left = self.py_random.randint(0, out_w - crop_w)
+            rows = self._source_index(top, crop_h, fy, height)
+            cols = self._source_index(left, crop_w, fx, width)
+            return top, left, rows, cols
+
+        top, left, rows, cols = box()
         mask = data.get("mask")
         if self.cat_max_ratio < 1.0 and mask is not None:
             for _ in range(self.max_tries):
-                crop = mask[top : top + self.height, left : left + self.width]
-                _, counts = np.unique(crop[crop != self.ignore_index], return_counts=True)
-                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                counts = np.bincount(mask[np.ix_(rows, cols)].ravel(), minlength=256)
+                counts[self.ignore_index] = 0
+                if (counts > 0).sum() > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
-                top, left = self._random_box(height, width)
-        return {"top": top, "left": left}
+                top, left, rows, cols = box()
+        return {"top": top, "left": left, "factor": (fy, fx), "crop": (crop_h, crop_w),
+                "rows": rows, "cols": cols}  # fmt: skip
 
-    def apply(self, img: np.ndarray, top: int, left: int, **params: Any) -> np.ndarray:
-        return img[top : top + self.height, left : left + self.width]
+    def apply(
+        self,
+        img: np.ndarray,
+        top: int,
+        left: int,
+        factor: tuple[float, float],
+        crop: tuple[int, int],
+        **params: Any,
+    ) -> np.ndarray:
+        fy, fx = factor
+        # Output pixel (y, x) samples the source at ((y + top + .5) / fy - .5, ...),
+        # exactly where a full cv2.resize would have put it.
+        matrix = np.array(
+            [[1 / fx, 0, (left + 0.5) / fx - 0.5], [0, 1 / fy, (top + 0.5) / fy - 0.5]],
+            dtype=np.float64,
+        )
+        return cv2.warpAffine(
+            img,
+            matrix,
+            (crop[1], crop[0]),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
 
-    def apply_to_mask(self, mask: np.ndarray, top: int, left: int, **params: Any) -> np.ndarray:
-        return mask[top : top + self.height, left : left + self.width]
+    def apply_to_mask(
+        self, mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, **params: Any
+    ) -> np.ndarray:
+        return mask[np.ix_(rows, cols)]
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("height", "width", "cat_max_ratio", "ignore_index", "max_tries")
+        return ("height", "width", "scale", "ratio_range", "cat_max_ratio", "ignore_index")
+
+
+class PhotoMetricDistortion(A.ImageOnlyTransform):
+    """mmsegmentation's PhotoMetricDistortion on uint8 RGB, each step with
+    probability 0.5: brightness ± ``brightness_delta``, contrast ×[0.5, 1.5]
+    (before or after the colour steps, at random), saturation ×[0.5, 1.5],
+    hue ± ``hue_delta`` on OpenCV's 0–180 hue scale. Implemented with lookup
+    tables (one pass for brightness and contrast, one HSV round trip)."""
+
+    def __init__(
+        self,
+        brightness_delta: int = 32,
+        contrast_range: Sequence[float] = (0.5, 1.5),
+        saturation_range: Sequence[float] = (0.5, 1.5),
+        hue_delta: int = 18,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.brightness_delta = brightness_delta
+        self.contrast_range = tuple(contrast_range)
+        self.saturation_range = tuple(saturation_range)
+        self.hue_delta = hue_delta
+
+    def get_params(self) -> dict[str, Any]:
+        r = self.py_random
+        coin = lambda: r.random() < 0.5  # noqa: E731
+        beta = r.uniform(-self.brightness_delta, self.brightness_delta) if coin() else None
+        contrast_first = coin()
+        alpha = r.uniform(*self.contrast_range) if coin() else None
+        sat = r.uniform(*self.saturation_range) if coin() else None
+        hue = r.randint(-self.hue_delta, self.hue_delta) if coin() else None
+        return {"beta": beta, "alpha": alpha, "contrast_first": contrast_first,
+                "sat": sat, "hue": hue}  # fmt: skip
+
+    @staticmethod
+    def _affine(lut: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        # As mmsegmentation: float, clip to [0, 255], truncate to uint8 after every step.
+        return np.clip(lut.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def apply(
+        self,
+        img: np.ndarray,
+        beta: float | None,
+        alpha: float | None,
+        contrast_first: bool,
+        sat: float | None,
+        hue: int | None,
+        **params: Any,
+    ) -> np.ndarray:
+        identity = np.arange(256, dtype=np.uint8)
+        lut = self._affine(identity, beta=beta) if beta is not None else identity
+        if alpha is not None and contrast_first:
+            lut = self._affine(lut, alpha=alpha)
+        if beta is not None or (alpha is not None and contrast_first):
+            img = cv2.LUT(img, lut)
+        if sat is not None or hue is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            h_lut = identity if hue is None else ((identity.astype(np.int64) + hue) % 180)
+            s_lut = identity if sat is None else self._affine(identity, alpha=sat)
+            luts = np.stack([h_lut.astype(np.uint8), s_lut, identity], axis=-1)[None]
+            img = cv2.cvtColor(cv2.LUT(hsv, luts), cv2.COLOR_HSV2RGB)
+        if alpha is not None and not contrast_first:
+            img = cv2.LUT(img, self._affine(identity, alpha=alpha))
+        return img
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+
+
+def _one_cv2_thread_per_worker() -> None:
+    """In a DataLoader worker, OpenCV's own thread pool would multiply with the
+    worker processes (W workers × N cores threads); workers parallelise already."""
+    if get_worker_info() is not None and cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 class _Pipeline:
@@ -123,16 +218,42 @@ class _Pipeline:
         self.compose = A.Compose(ops)
         self.mean = np.asarray(mean, dtype=np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(std, dtype=np.float32) * 255.0)
+        self._mean_t = torch.from_numpy(self.mean)[:, None, None]
+        self._inv_std_t = torch.from_numpy(self.inv_std)[:, None, None]
 
-    def to_tensors(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
-        image = (image.astype(np.float32) - self.mean) * self.inv_std
-        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return image_t, torch.from_numpy(mask.astype(np.int64))
+    def to_tensors(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        pad_to: Sequence[int] | None = None,
+        ignore_index: int = 255,
+    ) -> tuple[Tensor, Tensor]:
+        """(h, w, 3) uint8, (h, w) uint8 -> normalised (3, H, W) float32, (H, W) int64.
+
+        With ``pad_to`` = (H, W) the result is padded at the bottom and right
+        with 0 in the *normalised* image (the mean colour) and ``ignore_index``
+        in the mask, as mmsegmentation pads after normalising.
+        """
+
+        def padded(h: int, w: int) -> tuple[int, int]:
+            return (h, w) if pad_to is None else (max(h, pad_to[0]), max(w, pad_to[1]))
+
+        # The image and the mask may differ in size (evaluation keeps the label's).
+        h, w = image.shape[:2]
+        image_t = torch.zeros(3, *padded(h, w), dtype=torch.float32)
+        region = image_t[:, :h, :w]
+        region.copy_(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        region.sub_(self._mean_t).mul_(self._inv_std_t)
+        h, w = mask.shape
+        mask_t = torch.full(padded(h, w), ignore_index, dtype=torch.int64)
+        mask_t[:h, :w] = torch.from_numpy(np.ascontiguousarray(mask))
+        return image_t, mask_t
 
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """(H, W, 3) uint8, (H, W) uint8 -> (3, h, w) float32, (h, w) int64."""
+        _one_cv2_thread_per_worker()
         if seed is not None:
             self.compose.set_random_seed(seed)
         out = self.compose(image=image, mask=mask)
@@ -140,15 +261,20 @@ class _Pipeline:
 
 
 class TrainTransform(_Pipeline):
-    """Random rescale, pad (image 0, mask ignore), crop with cat_max_ratio,
-    horizontal flip, photometric distortion, normalise.
+    """DESIGN §3's training augmentation, in mmsegmentation's order: random
+    keep-ratio rescale of ``scale`` by a ratio in ``ratio_range``, random crop
+    with ``cat_max_ratio`` (10 retries), horizontal flip, photometric
+    distortion, normalise, pad to ``crop_size`` (image 0 after normalising,
+    mask ``ignore_index``). Masks are always sampled nearest.
 
     Args:
-        crop_size: (H, W) of the training crop.
+        crop_size: (H, W) of the training crop; every output has this size.
         scale: (long, short) base scale for the random rescale; None rescales
             the original size.
         ratio_range: range of the random rescale ratio.
         cat_max_ratio: max fraction of one class in a crop (1.0 disables).
+        flip_prob: probability of a horizontal flip.
+        photometric: apply :class:`PhotoMetricDistortion`.
     """
 
     def __init__(
@@ -163,32 +289,25 @@ class TrainTransform(_Pipeline):
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = 255,
     ) -> None:
-        crop_h, crop_w = crop_size
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.ignore_index = ignore_index
         ops: list = [
-            RandomRescale(scale, ratio_range),
-            A.PadIfNeeded(
-                crop_h,
-                crop_w,
-                position="top_left",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=ignore_index,
-            ),
-            CatMaxRatioCrop(crop_h, crop_w, cat_max_ratio, ignore_index),
+            RandomRescaleCrop(*self.crop_size, scale, ratio_range, cat_max_ratio, ignore_index),
             A.HorizontalFlip(p=flip_prob),
         ]
         if photometric:
-            # mmsegmentation's PhotoMetricDistortion: brightness ±32, contrast and
-            # saturation 0.5–1.5, hue ±18°, each applied with probability 0.5.
-            ops += [
-                A.RandomBrightnessContrast(
-                    brightness_limit=32 / 255, contrast_limit=0.5, brightness_by_max=True, p=0.5
-                ),
-                A.HueSaturationValue(
-                    hue_shift_limit=9, sat_shift_limit=(-30, 30), val_shift_limit=0, p=0.5
-                ),
-            ]
+            ops.append(PhotoMetricDistortion())
         super().__init__(ops, mean, std)
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(H, W, 3) uint8, (H, W) uint8 -> (3, *crop_size) float32, crop_size int64."""
+        _one_cv2_thread_per_worker()
+        if seed is not None:
+            self.compose.set_random_seed(seed)
+        out = self.compose(image=image, mask=mask)
+        return self.to_tensors(out["image"], out["mask"], self.crop_size, self.ignore_index)
 
 
 class EvalTransform(_Pipeline):
@@ -209,6 +328,7 @@ class EvalTransform(_Pipeline):
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
     ) -> tuple[Tensor, Tensor]:
+        _one_cv2_thread_per_worker()
         if self.scale is not None:
             size = rescale_size(*image.shape[:2], self.scale)
             image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
