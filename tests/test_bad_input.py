@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
-from trees import make_ade, make_cityscapes, make_voc
 
 from ann.data.ade20k import ADE20KDataset
 from ann.data.cityscapes import CityscapesDataset
 from ann.data.folder import FolderDataset
 from ann.data.voc import VOCDataset
 from ann.errors import DataError
+from trees import make_ade, make_cityscapes, make_voc
 
 REPO = Path(__file__).resolve().parents[1]
 

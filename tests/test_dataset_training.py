@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg
 from PIL import Image
+
+from conftest import compose_cfg
 from trees import make_cityscapes
 
 REPO = Path(__file__).resolve().parents[1]

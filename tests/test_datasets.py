@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from trees import make_ade, make_cityscapes, make_sbd, make_voc, polygon_annotation
 
 from ann.data.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataset
 from ann.data.cityscapes import (
@@ -19,6 +18,7 @@ from ann.data.cityscapes import (
 )
 from ann.data.transforms import EvalTransform
 from ann.data.voc import VOC_CLASSES, VOCDataset
+from trees import make_ade, make_cityscapes, make_sbd, make_voc, polygon_annotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import prepare_cityscapes  # noqa: E402
