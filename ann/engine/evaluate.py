@@ -41,7 +41,8 @@ def evaluate(cfg: DictConfig) -> dict:
         load_model_weights(model, state, cfg.checkpoint)
         model.to(device).eval()
         evaluator = instantiate(cfg.evaluator)
-        metrics = evaluator.evaluate(model, dataset, device)
+        pred_dir = out_dir / "predictions"
+        metrics = evaluator.evaluate(model, dataset, device, prediction_dir=pred_dir)
         metrics["iteration"] = int(state.get("iteration", 0))
         if dist.is_main():
             log.info(
@@ -54,6 +55,10 @@ def evaluate(cfg: DictConfig) -> dict:
             write_metrics(metrics, out_dir / "metrics.json")
             write_metrics_csv(metrics, out_dir / "metrics.csv")
             log.info("wrote %s", out_dir / "metrics.json")
+            if evaluator.save_predictions:
+                log.info("wrote %s predictions under %s", evaluator.save_predictions, pred_dir)
+            if evaluator.save_predictions == "cityscapes":
+                log.info("to submit: (cd %s && zip -qr ../submission.zip .)", pred_dir)
         return metrics
     finally:
         dist.cleanup()

@@ -8,13 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ann import dist
 from ann.data.samplers import ShardSampler
-from ann.engine.inference import predict_scores
+from ann.engine.inference import check_options, predict_scores
+from ann.engine.predictions import FORMATS, PredictionWriter
+from ann.engine.visualize import denormalize
+from ann.errors import ConfigError
 from ann.metrics import compute_metrics, confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -32,11 +35,15 @@ class Evaluator:
     and the confusion matrices are summed over ranks.
 
     Args:
-        mode: ``"whole"``.
+        mode: ``"whole"`` or ``"slide"`` (see :mod:`ann.engine.inference`).
         scales, flip: test-time augmentation (1.0 and False: none).
-        crop_size, stride: sliding-window geometry (mode ``"slide"``).
-        save_predictions: None, or a format to write under ``predictions/``.
+        crop_size, stride: sliding-window geometry (h, w), mode ``"slide"``.
+        save_predictions: None, or ``"trainid"``, ``"cityscapes"``, ``"color"``
+            (see :class:`~ann.engine.predictions.PredictionWriter`); written only
+            when :meth:`evaluate` is given a ``prediction_dir``.
         num_workers: data loader workers.
+        average: ``"prob"`` (softmax probabilities, the reference) or
+            ``"logits"``: what is averaged over scales and flips.
     """
 
     def __init__(
@@ -48,14 +55,40 @@ class Evaluator:
         stride: Sequence[int] | None = None,
         save_predictions: str | None = None,
         num_workers: int = 2,
+        average: str = "prob",
     ) -> None:
-        self.mode = mode
+        self.mode = str(mode)
         self.scales = [float(s) for s in scales]
         self.flip = bool(flip)
-        self.crop_size = crop_size
-        self.stride = stride
+        self.crop_size = [int(v) for v in crop_size] if crop_size is not None else None
+        self.stride = [int(v) for v in stride] if stride is not None else None
+        self.average = str(average)
+        # Checked here, so a bad key fails before training or loading anything.
+        check_options(self.mode, self.scales, self.crop_size, self.stride, self.average)
+        if save_predictions is not None and save_predictions not in FORMATS:
+            raise ConfigError(
+                f"evaluator.save_predictions must be null or one of {list(FORMATS)}, "
+                f"got {save_predictions!r}"
+            )
         self.save_predictions = save_predictions
         self.num_workers = num_workers
+
+    def predict(self, model: nn.Module, image: Tensor, out_size: tuple[int, int]) -> Tensor:
+        """Averaged scores of the configured mode/scales/flip:
+        (B, 3, H, W) -> (B, K, *out_size)."""
+        net = unwrap(model)
+        return predict_scores(
+            net,
+            image,
+            out_size,
+            mode=self.mode,
+            align_corners=bool(getattr(net, "align_corners", False)),
+            scales=self.scales,
+            flip=self.flip,
+            crop_size=self.crop_size,
+            stride=self.stride,
+            average=self.average,
+        )
 
     @torch.no_grad()
     def evaluate(
@@ -64,9 +97,14 @@ class Evaluator:
         dataset: Dataset,
         device: torch.device | str = "cpu",
         progress: bool = True,
+        prediction_dir: str | Path | None = None,
     ) -> dict:
         """Runs the model over ``dataset``; returns the metrics.json dict
-        (mIoU, mAcc, aAcc, fwIoU, per_class, num_images, scales, flip, mode)."""
+        (mIoU, mAcc, aAcc, fwIoU, per_class, num_images, scales, flip, mode).
+
+        With ``save_predictions`` set and a ``prediction_dir``, every rank
+        writes the predictions of its own shard there.
+        """
         net = unwrap(model)
         was_training = net.training
         net.eval()
@@ -74,14 +112,29 @@ class Evaluator:
         conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
         loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=self.num_workers)
+        writer = None
+        if self.save_predictions and prediction_dir is not None:
+            writer = PredictionWriter(
+                self.save_predictions,
+                prediction_dir,
+                dataset.classes,
+                dataset.palette,
+                dataset.ignore_index,
+            )
         bar = tqdm(loader, desc="eval", disable=not (progress and dist.is_main()), leave=False)
         for batch in bar:
             image = batch["image"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
-            scores = predict_scores(
-                net, image, tuple(mask.shape[-2:]), self.mode, getattr(net, "align_corners", False)
-            )
-            conf += confusion_matrix(scores.argmax(1), mask, num_classes, dataset.ignore_index)
+            pred = self.predict(net, image, tuple(mask.shape[-2:])).argmax(1)
+            conf += confusion_matrix(pred, mask, num_classes, dataset.ignore_index)
+            if writer is not None:
+                for i, name in enumerate(batch["name"]):
+                    writer.write(
+                        name,
+                        pred[i].cpu().numpy().astype("uint8"),
+                        denormalize(batch["image"][i]) if writer.fmt == "color" else None,
+                        batch["mask"][i].numpy(),
+                    )
         dist.all_reduce_sum(conf)
         net.train(was_training)
         metrics = compute_metrics(conf, dataset.classes)
