@@ -35,12 +35,13 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"split={cfg.split}: dataset '{cfg.dataset.name}' has no such split "
                 f"(expected one of {[k for k in cfg.dataset if k in ('train', 'val', 'test')]})"
             )
+        # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
+        state = load_checkpoint(cfg.checkpoint)
+        evaluator = instantiate(cfg.evaluator)
         dataset = instantiate(cfg.dataset[cfg.split])
         model = instantiate(cfg.model)
-        state = load_checkpoint(cfg.checkpoint)
         load_model_weights(model, state, cfg.checkpoint)
         model.to(device).eval()
-        evaluator = instantiate(cfg.evaluator)
         pred_dir = out_dir / "predictions"
         metrics = evaluator.evaluate(model, dataset, device, prediction_dir=pred_dir)
         metrics["iteration"] = int(state.get("iteration", 0))

@@ -1,0 +1,117 @@
+"""tools/eval.py refuses bad checkpoints and keys with one clear line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg
+from hydra.utils import instantiate
+
+from ann.engine.evaluate import evaluate
+from ann.errors import CheckpointError, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# case -> (what the one line must say)
+CASES = {
+    "missing": "no file at",
+    "not_a_checkpoint": "not a readable checkpoint",
+    "no_model_key": "expected a dict with a 'model'",
+    "other_classes": "shape mismatch",
+    "other_architecture": "missing key",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ckpts")
+    (d / "not_a_checkpoint.pth").write_text("hello, I am a text file\n")
+    torch.save({"weights": {}}, d / "no_model_key.pth")
+    # the small model trained for 3 classes instead of the shapes' 5
+    other = instantiate(compose_cfg(["experiment=demo", "dataset.num_classes=3"]).model)
+    torch.save({"model": other.state_dict(), "iteration": 1}, d / "other_classes.pth")
+    # the small model without its auxiliary head: keys the configured model has are missing
+    arch = instantiate(compose_cfg(["experiment=demo", "model.aux_head=null"]).model)
+    torch.save({"model": arch.state_dict(), "iteration": 1}, d / "other_architecture.pth")
+    return {case: d / f"{case}.pth" for case in CASES}
+
+
+def eval_overrides(shapes_root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "experiment=demo",
+        f"dataset.root={shapes_root}",
+        "dataset.num_train=16",
+        "dataset.num_val=6",
+        f"checkpoint={ckpt}",
+        f"output_dir={out}",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_checkpoint_is_a_checkpoint_error(
+    case: str, bad_checkpoints: dict, shapes_root: Path, tmp_path: Path
+) -> None:
+    cfg = compose_cfg(eval_overrides(shapes_root, bad_checkpoints[case], tmp_path), "eval")
+    with pytest.raises(CheckpointError, match=CASES[case]) as info:
+        evaluate(cfg)
+    assert "\n" not in str(info.value) and str(bad_checkpoints[case]) in str(info.value)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_bad_evaluator_key_is_a_config_error(shapes_root: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": {}}, ckpt)
+    cfg = compose_cfg(eval_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=slide"), "eval")
+    with pytest.raises(Exception) as info:  # noqa: B017 - hydra wraps it; cli unwraps it
+        evaluate(cfg)
+    from ann.cli import user_error
+
+    assert isinstance(user_error(info.value), ConfigError)
+    assert "evaluator.crop_size" in str(user_error(info.value))
+
+
+def run_tool(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "eval.py"), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+
+
+def assert_one_line_exit_2(proc: subprocess.CompletedProcess, expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_tool_missing_checkpoint(shapes_root: Path, tmp_path: Path) -> None:
+    proc = run_tool(*eval_overrides(shapes_root, tmp_path / "nope.pth", tmp_path))
+    assert_one_line_exit_2(proc, f"no file at {tmp_path / 'nope.pth'}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in CASES if c != "missing"])
+def test_tool_bad_checkpoint(
+    case: str, bad_checkpoints: dict, shapes_root: Path, tmp_path: Path
+) -> None:
+    proc = run_tool(*eval_overrides(shapes_root, bad_checkpoints[case], tmp_path))
+    assert_one_line_exit_2(proc, CASES[case])
+
+
+@pytest.mark.slow
+def test_tool_bad_evaluator_key(shapes_root: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": {}}, ckpt)
+    proc = run_tool(*eval_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=tiles"))
+    assert_one_line_exit_2(proc, "evaluator.mode must be one of")
