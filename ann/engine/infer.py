@@ -1,0 +1,107 @@
+"""``infer(cfg)``: a checkpoint on images from disk, as tools/infer.py runs it."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ann.data.base import default_palette, read_image
+from ann.data.folder import IMAGE_SUFFIXES
+from ann.engine.checkpoint import load_checkpoint, load_model_weights
+from ann.engine.predictions import PredictionWriter
+from ann.errors import ConfigError, DataError
+from ann.logging_utils import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def collect_inputs(spec: str) -> list[tuple[Path, str]]:
+    """Images named by ``spec`` — a file, a folder (searched recursively) or a
+    glob pattern — as (path, name) pairs; ``name`` is the path relative to the
+    folder (or to the matches' common folder) without its suffix, so outputs
+    keep sub-folders and never collide."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [(path, path.stem)]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        base = path
+    else:
+        files = sorted(
+            Path(p)
+            for p in glob.glob(str(path), recursive=True)
+            if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file()
+        )
+        base = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
+    if not files:
+        raise DataError(
+            f"input={spec}: no image file, folder of images or glob match "
+            f"(expected suffixes {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return [(p, str(p.relative_to(base).with_suffix(""))) for p in files]
+
+
+def dataset_labels(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """Class names and palette of the configured dataset, without reading it
+    (its files need not exist where inference runs)."""
+    split = cfg.dataset.get("val") or cfg.dataset.get("train")
+    cls = get_class(split._target_)
+    classes = tuple(split.get("classes") or getattr(cls, "classes", ()) or ())
+    if not classes:
+        classes = tuple(str(i) for i in range(int(cfg.dataset.num_classes)))
+    palette = split.get("palette") or getattr(cls, "palette", ()) or default_palette(len(classes))
+    return classes, tuple(tuple(int(c) for c in p) for p in palette)
+
+
+@torch.no_grad()
+def infer(cfg: DictConfig) -> list[Path]:
+    """Predicts ``cfg.input`` with ``cfg.checkpoint`` and the configured
+    evaluator's mode, scales and flip; writes ``predictions/masks/{name}.png``
+    (palette PNGs whose pixel values are class indices) and
+    ``predictions/overlays/{name}.png`` (image | prediction overlay) under
+    ``cfg.output_dir``. Returns the mask paths."""
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    setup_logging(out_dir / "infer.log")
+    if cfg.get("input") is None:
+        raise ConfigError("input: missing (input=IMAGE, input=FOLDER or input='GLOB')")
+    inputs = collect_inputs(str(cfg.input))
+    state = load_checkpoint(cfg.checkpoint)
+    evaluator = instantiate(cfg.evaluator)
+    classes, palette = dataset_labels(cfg)
+    split = cfg.dataset.get("val") or cfg.dataset.get("train")
+    transform = instantiate(split.transforms) if split.get("transforms") else None
+    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = instantiate(cfg.model)
+    load_model_weights(model, state, cfg.checkpoint)
+    model.to(device).eval()
+    writer = PredictionWriter(
+        "color", out_dir / "predictions", classes, palette, alpha=float(cfg.overlay_alpha)
+    )
+    written = []
+    for path, name in tqdm(inputs, desc="infer", disable=not cfg.get("progress", True)):
+        rgb = read_image(path)
+        dummy = np.zeros(rgb.shape[:2], dtype=np.uint8)
+        if transform is not None:
+            image, _ = transform(rgb, dummy)
+        else:
+            image = torch.from_numpy(rgb).permute(2, 0, 1).float()
+        scores = evaluator.predict(model, image[None].to(device), rgb.shape[:2])
+        pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        written.append(writer.write(name, pred, rgb))
+    log.info(
+        "wrote %d masks to %s and overlays to %s",
+        len(written),
+        out_dir / "predictions" / "masks",
+        out_dir / "predictions" / "overlays",
+    )
+    return written

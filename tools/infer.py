@@ -1,0 +1,18 @@
+"""Predict images: python tools/infer.py experiment=NAME checkpoint=PATH input=IMG|DIR|GLOB [key=value ...]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from ann.cli import friendly_errors, set_output_dir
+from ann.engine.infer import infer
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    set_output_dir(cfg)
+    infer(cfg)
+
+
+if __name__ == "__main__":
+    main()
