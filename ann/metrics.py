@@ -15,16 +15,19 @@ def confusion_matrix(
 
     Args:
         pred: (...) int predictions in [0, K).
-        target: (...) int labels in [0, K) or ``ignore_index``, same shape.
+        target: (...) int labels in [0, K) or ``ignore_index``, same shape
+            (non-negative; labels >= K are left out like ``ignore_index``).
 
     Returns:
         (K, K) int64 matrix on ``pred``'s device, rows = ground truth.
     """
-    valid = target != ignore_index
-    index = target[valid].long() * num_classes + pred[valid].long()
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+    k2 = num_classes * num_classes
+    index = target.long() * num_classes + pred.long()
+    if ignore_index < num_classes:
+        index = torch.where(target != ignore_index, index, k2)
+    # Without boolean indexing (a gather that dominates the cost on CPU): a
+    # label >= K, the ignore index among them, lands in a bin >= K·K, cut off.
+    return torch.bincount(index.reshape(-1), minlength=k2)[:k2].reshape(num_classes, num_classes)
 
 
 def _nan_to_none(values: Tensor) -> list[float | None]:
