@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,15 +20,22 @@ def confusion_matrix(
             (non-negative; labels >= K are left out like ``ignore_index``).
 
     Returns:
-        (K, K) int64 matrix on ``pred``'s device, rows = ground truth.
+        (K, K) int64 matrix on ``pred``'s device, rows = ground truth
+        (``torch.bincount`` on an accelerator, numpy's on the CPU).
     """
     k2 = num_classes * num_classes
-    index = target.long() * num_classes + pred.long()
+    # target·K + pred in one pass. No boolean indexing (a gather that costs
+    # more than everything else on a CPU): a label >= K, the usual ignore index
+    # 255 among them, lands in a bin >= K·K that is cut off below.
+    index = torch.add(pred.long(), target.long(), alpha=num_classes).reshape(-1)
     if ignore_index < num_classes:
-        index = torch.where(target != ignore_index, index, k2)
-    # Without boolean indexing (a gather that dominates the cost on CPU): a
-    # label >= K, the ignore index among them, lands in a bin >= K·K, cut off.
-    return torch.bincount(index.reshape(-1), minlength=k2)[:k2].reshape(num_classes, num_classes)
+        index = torch.where(target.reshape(-1) != ignore_index, index, k2)
+    if index.device.type == "cpu":
+        # numpy's bincount is about twice as fast as torch's on a CPU
+        counts = torch.from_numpy(np.bincount(index.numpy(), minlength=k2))
+    else:
+        counts = torch.bincount(index, minlength=k2)
+    return counts[:k2].reshape(num_classes, num_classes)
 
 
 def _nan_to_none(values: Tensor) -> list[float | None]:

@@ -1,0 +1,15 @@
+"""tools/benchmark.py eval runs and its implementations agree (slow: a smoke run)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.slow
+def test_benchmark_eval_smoke() -> None:
+    from ann.benchmarks.eval import main
+
+    out = main(["--cm-reps", "1", "--models", "r18", "--r18-size", "32", "64", "--images", "1"])
+    assert out["confusion_matrix"]["agree"] is True
+    assert {r["mode"] for r in out["end_to_end"]} == {"whole", "slide", "6-scale+flip"}
+    assert all(r["images_per_s"] > 0 for r in out["end_to_end"])
