@@ -99,7 +99,7 @@ def bench_confusion(reps: int, device: torch.device, k: int = 19) -> dict:
             cs_conf[(value - p) // encoding][p] += c
 
     rows = {
-        "ours (torch.bincount)": time_per_call(ours, reps, sync),
+        "ours (ann.metrics.confusion_matrix)": time_per_call(ours, reps, sync),
         "torchmetrics MulticlassJaccardIndex": time_per_call(
             lambda: tm.update(pred_d, target_d), reps, sync
         ),
