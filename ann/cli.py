@@ -22,11 +22,8 @@ def friendly_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return main(cfg)
-        except Exception as exc:
-            user = user_error(exc)
-            if user is None:
-                raise
-            print(f"error: {user}", file=sys.stderr)
+        except (UserError, OmegaConfBaseException) as exc:
+            print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except InstantiationException as exc:
             # hydra.utils.instantiate wraps what a constructor raises (e.g. a
@@ -37,18 +34,6 @@ def friendly_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
             raise
 
     return wrapper
-
-
-def user_error(exc: BaseException) -> BaseException | None:
-    """The user error behind ``exc``, if any: ``exc`` itself or its cause, since
-    ``hydra.utils.instantiate`` wraps what a ``_target_``'s constructor raises
-    (e.g. a ConfigError from the evaluator) in an InstantiationException."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, UserError | OmegaConfBaseException):
-            return exc
-        exc, seen = exc.__cause__, seen + 1
-    return None
 
 
 def set_output_dir(cfg: DictConfig) -> None:

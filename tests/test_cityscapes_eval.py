@@ -15,7 +15,6 @@ from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs_ev
 from cityscapesscripts.helpers.csHelpers import getCoreImageFileName, getCsFileInfo
 from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from cityscapesscripts.helpers.labels import trainId2label
-from conftest import compose_cfg
 from PIL import Image
 
 from ann.data.cityscapes import CITYSCAPES_CLASSES, label_id_to_train_id_lut
@@ -24,6 +23,7 @@ from ann.engine.evaluate import evaluate
 from ann.engine.predictions import PredictionWriter
 from ann.engine.trainer import train
 from ann.errors import ConfigError
+from conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 # labelIds drawn in the tiny tree: road, sidewalk, building, vegetation, sky,

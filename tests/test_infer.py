@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg
 from hydra.utils import instantiate
 from PIL import Image
 
 from ann.engine.infer import collect_inputs, infer
 from ann.errors import DataError
+from conftest import compose_cfg
 
 # slide (2 overlapping windows at 1.0, a padded one at 0.75) and two scales
 TTA = ["evaluator.mode=slide", "evaluator.crop_size=[64,48]", "evaluator.stride=[64,32]"]
