@@ -27,7 +27,7 @@ from ann.data.folder import FolderDataset
 SHAPES_CLASSES = ("background", "red", "green", "blue", "yellow")
 # The frame colours, which are also the palette for drawing predictions.
 SHAPES_PALETTE = ((0, 0, 0), (230, 30, 30), (30, 200, 40), (30, 70, 235), (235, 210, 30))
-FRAME_WIDTH = 1
+FRAME_WIDTH = 2
 
 
 def _texture(rng: np.random.Generator, size: int, base: np.ndarray) -> np.ndarray:
