@@ -110,6 +110,32 @@ def worker(case: str, h: int, w: int, mode: str, repeats: int, args: argparse.Na
     return {"time_s": statistics.median(times), "peak_bytes": max(peak - base, 0)}
 
 
+def profile(case: str, h: int, w: int, args: argparse.Namespace, rows: int = 15) -> dict:
+    """Prints torch.profiler's table of one fwd+bwd (after a warm-up step);
+    returns self CPU seconds per op."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    module, in_ch = build(case, args.channels, args.key, args.value)
+    module.train()
+    inputs = [torch.randn(1, c, h, w, requires_grad=True) for c in in_ch]
+
+    def step() -> None:
+        out = module(inputs) if case == "ann_head" else module(*inputs)
+        out.sum().backward()
+
+    step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    averages = prof.key_averages()
+    print(f"{LABELS[case]} fwd+bwd at 1x{sum(in_ch)}x{h}x{w}, {args.threads} threads")
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
+    ranked = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]
+    return {e.key: e.self_cpu_time_total / 1e6 for e in ranked}
+
+
 def estimate_bytes(case: str, h: int, w: int, mode: str, channels: int) -> int:
     """A rough upper bound, used only to skip cases that cannot fit."""
     n = h * w
@@ -165,6 +191,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=round(0.7 * _available_bytes() / 2**30, 1),
         help="skip cases estimated above this (default 70%% of MemAvailable)",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: torch.profiler table of the first case's fwd+bwd at each size",
+    )
     p.add_argument("--worker", nargs=3, metavar=("CASE", "HxW", "MODE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -191,6 +222,8 @@ def main(argv: list[str]) -> dict:
         return {}
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     cases, modes = args.cases.split(","), args.modes.split(",")
+    if args.profile:
+        return {f"{h}x{w}": profile(cases[0], h, w, args) for h, w in sizes}
     results: dict = {}
     for h, w in sizes:
         for mode in modes:

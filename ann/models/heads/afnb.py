@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ann.models.heads.attention import (
     PyramidPooling,
     attend,
+    check_impl,
     fused_output,
     init_output,
     linear_1x1,
@@ -43,7 +44,7 @@ class AFNB(nn.Module):
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
-        self.attention = attention
+        self.attention = check_impl(attention)
         self.query = ConvBNReLU(high_channels, key_channels, 1)
         self.key = ConvBNReLU(low_channels, key_channels, 1)
         self.value = nn.Conv2d(low_channels, value_channels, 1)

@@ -80,6 +80,15 @@ class PyramidPooling(nn.Module):
         return pyramid_pool(x, self.sizes)
 
 
+def check_impl(impl: str) -> str:
+    """Validates an ``attention`` option at construction time."""
+    if impl not in ATTENTION_IMPLS:
+        from ann.errors import ConfigError
+
+        raise ConfigError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    return impl
+
+
 def attend(query: Tensor, key: Tensor, value: Tensor, scale: float, impl: str = "sdpa") -> Tensor:
     """softmax(query keyᵀ · scale) · value, the softmax over the anchors.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.models.heads.attention import attend, fused_output, init_output, project
+from ann.models.heads.attention import attend, check_impl, fused_output, init_output, project
 from ann.models.layers import ConvBNReLU
 
 
@@ -28,7 +28,7 @@ class NonLocal2d(nn.Module):
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
-        self.attention = attention
+        self.attention = check_impl(attention)
         self.query_key = ConvBNReLU(in_channels, key_channels, 1)
         self.value = nn.Conv2d(in_channels, value_channels, 1)
         init_output(self, value_channels, in_channels, out_channels, True, dropout)
