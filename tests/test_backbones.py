@@ -115,3 +115,21 @@ def test_frozen_stages_and_norm_eval() -> None:
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
     assert net.layer1[0].conv1.training and all(p.requires_grad for p in net.parameters())
+
+
+def test_bad_pretrained_through_tool_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    """A constructor's ConfigError reaches the user as one line, exit 2,
+    although hydra's instantiate wraps it."""
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    from ann.cli import friendly_errors
+
+    cfg = compose_cfg(["experiment=demo", "model.backbone.pretrained=/no/such/weights.pth"])
+    with pytest.raises(SystemExit) as info:
+        friendly_errors(lambda c: instantiate(c.model))(cfg)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: model.backbone.pretrained: no file at /no/such/weights.pth "
+        "(expected 'torchvision', a .pth file or null)"
+    ]
