@@ -130,8 +130,12 @@ def project(block: nn.Sequential, x: Tensor) -> Tensor:
     if folded is None:
         return block(x)
     scale, shift = folded
-    weight = block[0].weight * scale[:, None, None, None]
-    out = F.conv2d(x, weight, shift)
+    b, _, h, w = x.shape
+    weight = block[0].weight[:, :, 0, 0] * scale[:, None]
+    # A GEMM straight into a plain (B, C', N) tensor: oneDNN's 1×1 conv would
+    # reorder input and output through blocked layouts (extra full-size copies).
+    out = torch.baddbmm(shift[:, None], weight.expand(b, -1, -1), x.reshape(b, -1, h * w))
+    out = out.view(b, -1, h, w)
     return out.relu_() if len(block) > 2 else out
 
 
@@ -185,7 +189,8 @@ def fused_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
     if folded is not None:
         scale, shift = folded
         w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
-    out = F.conv2d(x, w_x[:, :, None, None], bias).view(b, -1, h * w)
+    # Two GEMMs accumulating into one (B, O, N) buffer (see ``project`` on why not conv2d).
+    out = torch.baddbmm(bias[:, None], w_x.expand(b, -1, -1), x.reshape(b, -1, h * w))
     out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2)).view(b, -1, h, w)
     if folded is None:
         out = block.fuse[1](out)
