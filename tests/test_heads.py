@@ -158,3 +158,20 @@ def test_blocks_backward_and_zero_init_start() -> None:
     block(x).sum().backward()
     assert block.out_proj.weight.grad.abs().sum() > 0
     assert block.query_key[0].weight.grad is None or block.query_key[0].weight.grad.abs().sum() == 0
+
+
+def test_eval_folding_tracks_loaded_weights() -> None:
+    """Folding is done on the fly: after load_state_dict (or training steps)
+    the eval output is that of the new weights, and the keys are the
+    reference layout's."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 6, 6)
+    a, b = _randomise(APNB(16, 16, 8, 8)).eval(), APNB(16, 16, 8, 8).eval()
+    with torch.no_grad():
+        before = b(x)
+        b.load_state_dict(a.state_dict())
+        torch.testing.assert_close(b(x), a(x))
+        assert not torch.allclose(before, b(x))
+    keys = set(a.state_dict())
+    assert {"query_key.0.weight", "query_key.1.running_var", "value.weight", "value.bias"} <= keys
+    assert {"out_proj.weight", "out_proj.bias", "fuse.0.weight", "fuse.1.running_mean"} <= keys
