@@ -120,10 +120,10 @@ def test_frozen_stages_and_norm_eval() -> None:
 def test_bad_pretrained_through_tool_is_one_line(capsys: pytest.CaptureFixture) -> None:
     """A constructor's ConfigError reaches the user as one line, exit 2,
     although hydra's instantiate wraps it."""
-    from conftest import compose_cfg
     from hydra.utils import instantiate
 
     from ann.cli import friendly_errors
+    from conftest import compose_cfg
 
     cfg = compose_cfg(["experiment=demo", "model.backbone.pretrained=/no/such/weights.pth"])
     with pytest.raises(SystemExit) as info:

@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 import torch
-from conftest import compose_cfg
 from hydra.utils import instantiate
 
 from ann.benchmarks import heads, model
+from conftest import compose_cfg
 
 
 @pytest.mark.parametrize("case", ["nl_matmul", "apnb_sdpa", "afnb_matmul", "ann_head"])

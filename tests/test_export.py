@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
 from hydra.utils import instantiate
 from torch import nn
 
@@ -15,6 +14,7 @@ from ann.engine.checkpoint import save_checkpoint
 from ann.errors import ConfigError
 from ann.export import compare_onnx, export_model, export_onnx
 from ann.models.heads import AFNB, APNB
+from conftest import compose_cfg
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

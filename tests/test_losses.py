@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg
 from hydra.utils import instantiate
 
 from ann.errors import ConfigError
 from ann.models.losses import CrossEntropyLoss, OhemCrossEntropyLoss
+from conftest import compose_cfg
 
 
 def _data(seed: int = 0, k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
