@@ -175,3 +175,17 @@ def test_eval_folding_tracks_loaded_weights() -> None:
     keys = set(a.state_dict())
     assert {"query_key.0.weight", "query_key.1.running_var", "value.weight", "value.bias"} <= keys
     assert {"out_proj.weight", "out_proj.bias", "fuse.0.weight", "fuse.1.running_mean"} <= keys
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_blocks_under_autocast(train: bool) -> None:
+    """Mixed precision (trainer.amp): the in-place accumulation keeps one dtype."""
+    torch.manual_seed(0)
+    x, low = torch.randn(2, 16, 7, 9), torch.randn(2, 12, 7, 9)
+    apnb, afnb = APNB(16, 16, 8, 8).train(train), AFNB(12, 16, 16, 8, 8).train(train)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = afnb(low, apnb(x))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    if train:
+        out.float().sum().backward()
+        assert apnb.fuse[0].weight.grad is not None

@@ -191,6 +191,8 @@ def fused_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
         w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
     # Two GEMMs accumulating into one (B, O, N) buffer (see ``project`` on why not conv2d).
     out = torch.baddbmm(bias[:, None], w_x.expand(b, -1, -1), x.reshape(b, -1, h * w))
+    # In-place ops are not autocast: match the dtype of ``out`` (fp16/bf16 under AMP).
+    w_ctx, context = w_ctx.to(out.dtype), context.to(out.dtype)
     out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2)).view(b, -1, h, w)
     if folded is None:
         out = block.fuse[1](out)
