@@ -9,6 +9,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ann.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
@@ -65,13 +67,13 @@ class ResNetBackbone(nn.Module):
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
-            raise ValueError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
+            raise ConfigError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
         if output_stride not in (8, 16, 32):
-            raise ValueError(
+            raise ConfigError(
                 f"model.backbone.output_stride must be 8, 16 or 32, got {output_stride}"
             )
         if stem not in ("deep", "standard"):
-            raise ValueError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
+            raise ConfigError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
         net = getattr(torchvision.models, _DEPTHS[depth])(weights=None)
         self.depth = depth
         self.stem_type = stem
@@ -109,40 +111,62 @@ class ResNetBackbone(nn.Module):
         self._freeze()
 
     def load_pretrained(self, pretrained: str) -> None:
-        """Loads ImageNet weights from torchvision or from a local file."""
+        """Loads ImageNet weights: ``"torchvision"`` (torchvision's weights API)
+        or a local file with torchvision-style or mmsegmentation/V1c-style keys
+        (optionally under ``state_dict``/``model`` and prefixed ``backbone.``
+        or ``module.``). Keys are mapped to this module's names; tensors whose
+        shape does not fit (e.g. a 7×7 stem into the deep stem) are skipped;
+        missing, unexpected and skipped keys are logged."""
         if pretrained == "torchvision":
             weights = getattr(torchvision.models, _WEIGHTS[self.depth]).IMAGENET1K_V1
+            if self.stem_type == "deep":
+                log.warning(
+                    "model.backbone.pretrained=torchvision has a 7×7 stem: with stem=deep the "
+                    "stem stays randomly initialised (use stem=standard, or a V1c file)"
+                )
             try:
                 state = weights.get_state_dict(progress=False)
             except Exception as exc:  # noqa: BLE001 - offline hosts raise many kinds
-                raise RuntimeError(
-                    f"model.backbone.pretrained=torchvision: could not fetch {weights} "
-                    f"({exc.__class__.__name__}). Offline, download {weights.url} elsewhere and "
-                    "pass the file: model.backbone.pretrained=/path/to/file.pth"
+                raise ConfigError(
+                    f"model.backbone.pretrained=torchvision: could not download {weights.url} "
+                    f"({exc.__class__.__name__}); offline, copy that file here and pass "
+                    "model.backbone.pretrained=/path/to/file.pth (or put it in "
+                    "$TORCH_HOME/hub/checkpoints/)"
                 ) from None
         else:
             path = Path(pretrained)
             if not path.is_file():
-                raise FileNotFoundError(
+                raise ConfigError(
                     f"model.backbone.pretrained: no file at {path} "
                     "(expected 'torchvision', a .pth file or null)"
                 )
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state.get("model", state))
-        self.load_state_dict(_map_torchvision_keys(state), strict=False)
-        own = set(self.state_dict())
-        mapped = set(_map_torchvision_keys(state))
-        missing = sorted(own - mapped)
-        unexpected = sorted(mapped - own)
-        log.info(
-            "backbone weights from %s: %d loaded, %d missing %s, %d unexpected %s",
-            pretrained,
-            len(own & mapped),
-            len(missing),
-            missing[:8],
-            len(unexpected),
-            unexpected[:8],
-        )
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
+                raise ConfigError(
+                    f"model.backbone.pretrained: {path} is not a readable weights file "
+                    f"({exc.__class__.__name__})"
+                ) from None
+            if isinstance(state, dict):
+                state = state.get("state_dict", state.get("model", state))
+            if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+                raise ConfigError(f"model.backbone.pretrained: {path} holds no state dict")
+        mapped = map_backbone_keys(state)
+        own = self.state_dict()
+        fits = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
+        skipped = sorted(k for k in mapped if k in own and k not in fits)
+        unexpected = sorted(k for k in mapped if k not in own)
+        missing = sorted(k for k in own if k not in fits)
+        if not fits:
+            raise ConfigError(
+                f"model.backbone.pretrained={pretrained}: no tensor fits a ResNet-{self.depth} "
+                f"(e.g. key {next(iter(state), None)!r}); expected torchvision or mmseg keys"
+            )
+        self.load_state_dict(fits, strict=False)
+        log.info("backbone weights from %s: %d tensors loaded", pretrained, len(fits))
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("skipped", skipped)):
+            if keys:
+                log.warning("backbone weights: %d %s key(s): %s", len(keys), what, keys[:10])
 
     def _freeze(self) -> None:
         stages = [nn.ModuleList([self.stem]), self.layer1, self.layer2, self.layer3, self.layer4]
@@ -169,11 +193,19 @@ class ResNetBackbone(nn.Module):
         return [c2, c3, c4, c5]
 
 
-def _map_torchvision_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Renames torchvision ResNet keys (conv1/bn1/fc) to this module's names."""
+def map_backbone_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Renames pretrained ResNet keys to this module's names.
+
+    torchvision: ``conv1``/``bn1`` -> ``stem.0``/``stem.1``, ``fc.*`` dropped.
+    mmsegmentation ResNetV1c: ``stem.0/1/3/4/6/7`` and ``layerN.i.{conv,bn}k``,
+    ``layerN.0.downsample.0/1`` already match ours. A whole segmentor
+    checkpoint keeps only its ``backbone.*`` entries; ``module.`` is stripped.
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     out = {}
     for k, v in state.items():
-        k = k.removeprefix("module.").removeprefix("backbone.")
         if k.startswith("fc."):
             continue
         if k.startswith("conv1."):
@@ -182,3 +214,6 @@ def _map_torchvision_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
             k = "stem.1." + k[len("bn1.") :]
         out[k] = v
     return out
+
+
+_map_torchvision_keys = map_backbone_keys  # the name the foundation code used

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ann.errors import ConfigError
+
 
 class CrossEntropyLoss(nn.Module):
     """Pixel-wise cross-entropy, mean over non-ignored pixels.
@@ -20,10 +22,18 @@ class CrossEntropyLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.ignore_index = ignore_index
-        weight = torch.tensor(class_weight, dtype=torch.float32) if class_weight else None
+        weight = torch.tensor(list(class_weight), dtype=torch.float32) if class_weight else None
         self.register_buffer("class_weight", weight, persistent=False)
 
+    def _check(self, logits: Tensor) -> None:
+        if self.class_weight is not None and len(self.class_weight) != logits.shape[1]:
+            raise ConfigError(
+                f"model.loss.class_weight has {len(self.class_weight)} values, "
+                f"expected one per class ({logits.shape[1]})"
+            )
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        self._check(logits)
         return F.cross_entropy(
             logits.float(), target, weight=self.class_weight, ignore_index=self.ignore_index
         )
@@ -31,7 +41,10 @@ class CrossEntropyLoss(nn.Module):
 
 class OhemCrossEntropyLoss(CrossEntropyLoss):
     """Online hard example mining: keeps pixels whose true-class probability
-    is below ``thresh``, and at least ``min_kept`` of the hardest valid pixels.
+    is at most ``thresh``, and at least ``min_kept`` of the hardest valid pixels
+    (all valid pixels when fewer exist). Ignored pixels are never kept. The
+    mean is over kept pixels, weighted by ``class_weight`` like
+    ``F.cross_entropy``; with nothing to keep the loss is a differentiable 0.
 
     forward(logits (B, K, H, W), target (B, H, W)) -> scalar.
     """
@@ -48,6 +61,7 @@ class OhemCrossEntropyLoss(CrossEntropyLoss):
         self.min_kept = min_kept
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        self._check(logits)
         logits = logits.float()
         with torch.no_grad():
             valid = target != self.ignore_index

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ann.models.heads.attention import PyramidPooling, attend
+from ann.models.heads.attention import (
+    PyramidPooling,
+    attend,
+    check_impl,
+    fused_output,
+    init_output,
+    linear_1x1,
+    project,
+)
 from ann.models.layers import ConvBNReLU
 
 
@@ -16,8 +23,9 @@ class AFNB(nn.Module):
     from the low-level map sampled by pyramid pooling.
 
     Key and query projections are separate 1×1 conv+BN+ReLU; the value is a
-    1×1 conv; Wo is zero-initialised; the fuse is a 1×1 conv + BN over
-    cat[context, high] with no ReLU, then Dropout2d.
+    1×1 conv (applied after pooling, which it commutes with); Wo is
+    zero-initialised; the fuse is a 1×1 conv + BN over cat[context, high]
+    with no ReLU, then Dropout2d.
 
     forward(low (B, low_channels, h, w), high (B, high_channels, H, W))
         -> (B, out_channels, H, W).
@@ -36,26 +44,24 @@ class AFNB(nn.Module):
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
-        self.attention = attention
+        self.attention = check_impl(attention)
         self.query = ConvBNReLU(high_channels, key_channels, 1)
         self.key = ConvBNReLU(low_channels, key_channels, 1)
         self.value = nn.Conv2d(low_channels, value_channels, 1)
         self.pool = PyramidPooling(pool_sizes)
-        self.out_proj = nn.Conv2d(value_channels, out_channels, 1)
-        nn.init.zeros_(self.out_proj.weight)
-        nn.init.zeros_(self.out_proj.bias)
-        self.fuse = ConvBNReLU(out_channels + high_channels, out_channels, 1, relu=False)
-        self.dropout = nn.Dropout2d(dropout)
+        init_output(self, value_channels, high_channels, out_channels, False, dropout)
+
+    def attention_context(self, low: Tensor, high: Tensor) -> Tensor:
+        """softmax(φ(high)ᵀθ_P(low)/√C')·γ_P(low)ᵀ -> (B, N, value_channels), N = H*W."""
+        query = project(self.query, high).flatten(2).transpose(1, 2)  # (B, N, C')
+        key = self.pool(project(self.key, low)).transpose(1, 2)  # (B, S, C')
+        value = linear_1x1(self.value, self.pool(low)).transpose(1, 2)  # (B, S, Cv)
+        return attend(query, key, value, self.key_channels**-0.5, self.attention)
 
     def context(self, low: Tensor, high: Tensor) -> Tensor:
         """Attention context before Wo: -> (B, value_channels, H, W)."""
         b, _, h, w = high.shape
-        query = self.query(high).flatten(2).transpose(1, 2)  # (B, N, C')
-        key = self.pool(self.key(low)).transpose(1, 2)  # (B, S, C')
-        value = self.pool(self.value(low)).transpose(1, 2)  # (B, S, Cv)
-        out = attend(query, key, value, self.key_channels**-0.5, self.attention)
-        return out.transpose(1, 2).reshape(b, -1, h, w)
+        return self.attention_context(low, high).transpose(1, 2).reshape(b, -1, h, w)
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
-        context = self.out_proj(self.context(low, high))
-        return self.dropout(self.fuse(torch.cat([context, high], dim=1)))
+        return fused_output(self, self.attention_context(low, high), high)

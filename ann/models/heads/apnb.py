@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ann.models.heads.attention import PyramidPooling, attend
+from ann.models.heads.attention import (
+    PyramidPooling,
+    attend,
+    check_impl,
+    fused_output,
+    init_output,
+    linear_1x1,
+    project,
+)
 from ann.models.layers import ConvBNReLU
 
 
@@ -16,9 +23,13 @@ class APNB(nn.Module):
 
     Queries and keys share one 1×1 conv+BN+ReLU projection (as the reference
     code does); values are a plain 1×1 conv; the context goes through Wo
-    (1×1 conv, zero-initialised so the block starts as an identity-like fuse)
+    (1×1 conv, zero-initialised so the block starts as a plain fuse of x)
     and is fused with the input by a 1×1 conv+BN+ReLU over
     cat[context, x], then Dropout2d.
+
+    The value conv is applied after pooling (a 1×1 conv commutes with
+    average pooling), and the fuse never builds the concatenation; see
+    :func:`ann.models.heads.attention.fused_output`.
 
     forward: (B, in_channels, H, W) -> (B, out_channels, H, W).
     """
@@ -35,26 +46,24 @@ class APNB(nn.Module):
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
-        self.attention = attention
+        self.attention = check_impl(attention)
         self.query_key = ConvBNReLU(in_channels, key_channels, 1)
         self.value = nn.Conv2d(in_channels, value_channels, 1)
         self.pool = PyramidPooling(pool_sizes)
-        self.out_proj = nn.Conv2d(value_channels, out_channels, 1)
-        nn.init.zeros_(self.out_proj.weight)
-        nn.init.zeros_(self.out_proj.bias)
-        self.fuse = ConvBNReLU(out_channels + in_channels, out_channels, 1)
-        self.dropout = nn.Dropout2d(dropout)
+        init_output(self, value_channels, in_channels, out_channels, True, dropout)
+
+    def attention_context(self, x: Tensor) -> Tensor:
+        """O_P = softmax(φᵀθ_P/√C')·γ_Pᵀ: (B, C, H, W) -> (B, N, value_channels)."""
+        qk = project(self.query_key, x)  # (B, C', H, W)
+        query = qk.flatten(2).transpose(1, 2)  # (B, N, C')
+        key = self.pool(qk).transpose(1, 2)  # (B, S, C')
+        value = linear_1x1(self.value, self.pool(x)).transpose(1, 2)  # (B, S, Cv)
+        return attend(query, key, value, self.key_channels**-0.5, self.attention)
 
     def context(self, x: Tensor) -> Tensor:
         """Attention context before Wo: (B, C, H, W) -> (B, value_channels, H, W)."""
         b, _, h, w = x.shape
-        qk = self.query_key(x)
-        query = qk.flatten(2).transpose(1, 2)  # (B, N, C')
-        key = self.pool(qk).transpose(1, 2)  # (B, S, C')
-        value = self.pool(self.value(x)).transpose(1, 2)  # (B, S, Cv)
-        out = attend(query, key, value, self.key_channels**-0.5, self.attention)
-        return out.transpose(1, 2).reshape(b, -1, h, w)
+        return self.attention_context(x).transpose(1, 2).reshape(b, -1, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        context = self.out_proj(self.context(x))
-        return self.dropout(self.fuse(torch.cat([context, x], dim=1)))
+        return fused_output(self, self.attention_context(x), x)

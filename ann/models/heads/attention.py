@@ -3,6 +3,17 @@
 Notation follows the paper: queries phi over all N = H*W positions, keys theta
 and values gamma either dense (N positions) or sampled by pyramid pooling
 (S = sum(s*s) anchors).
+
+Everything here is written to keep the blocks lean without changing their
+results (see docs/models.md, "Where the memory goes"):
+
+* pyramid pooling is two small matmuls with bin weights computed from the
+  runtime shape, so an ONNX export with dynamic H/W pools correctly at every
+  size (``F.adaptive_avg_pool2d`` can get its bins baked in at trace time);
+* the fuse conv over ``cat[Wo(context), x]`` is evaluated as
+  ``W_x·x + (W_c·Wo)·context``: the concatenation and the Wo output never exist;
+* in eval the BatchNorms are folded into the convs on the fly (from the
+  current parameters, so state_dict keys and checkpoints are unchanged).
 """
 
 from __future__ import annotations
@@ -14,6 +25,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ATTENTION_IMPLS = ("sdpa", "matmul")
+
+
+def _bin_weights(length: int | torch.SymInt, sizes: Sequence[int], like: Tensor) -> Tensor:
+    """Averaging weights of adaptive pooling along one axis.
+
+    Row r of the (sum(sizes), length) result averages positions
+    [floor(i*L/s), ceil((i+1)*L/s)) for bin i of size s, exactly PyTorch's
+    adaptive pooling bins, computed from ``length`` at run time.
+    """
+    rows = []
+    pos = torch.arange(length, device=like.device)
+    for s in sizes:
+        i = torch.arange(s, device=like.device)
+        start = torch.div(i * length, s, rounding_mode="floor")
+        end = torch.div((i + 1) * length + s - 1, s, rounding_mode="floor")
+        mask = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+        mask = mask.to(like.dtype)
+        rows.append(mask / mask.sum(dim=1, keepdim=True))
+    return torch.cat(rows, dim=0)
+
+
+def pyramid_pool(x: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Adaptive average pooling to every size in ``sizes``, flattened.
+
+    (B, C, H, W) -> (B, C, S), S = sum(s*s), anchors in the order of
+    ``torch.cat([F.adaptive_avg_pool2d(x, s).flatten(2) for s in sizes], 2)``.
+    """
+    h, w = x.shape[-2:]
+    pool_h = _bin_weights(h, sizes, x)  # (T, H), T = sum(sizes)
+    pool_w = _bin_weights(w, sizes, x)  # (T, W)
+    # W first: it is usually the longer axis, so the intermediate is smallest.
+    pooled = pool_h @ (x @ pool_w.transpose(0, 1))  # (B, C, T, T)
+    out, offset = [], 0
+    for s in sizes:
+        out.append(pooled[..., offset : offset + s, offset : offset + s].flatten(2))
+        offset += s
+    return torch.cat(out, dim=2)
 
 
 class PyramidPooling(nn.Module):
@@ -29,7 +77,16 @@ class PyramidPooling(nn.Module):
         self.sizes = tuple(int(s) for s in sizes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([F.adaptive_avg_pool2d(x, s).flatten(2) for s in self.sizes], dim=2)
+        return pyramid_pool(x, self.sizes)
+
+
+def check_impl(impl: str) -> str:
+    """Validates an ``attention`` option at construction time."""
+    if impl not in ATTENTION_IMPLS:
+        from ann.errors import ConfigError
+
+        raise ConfigError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    return impl
 
 
 def attend(query: Tensor, key: Tensor, value: Tensor, scale: float, impl: str = "sdpa") -> Tensor:
@@ -55,3 +112,90 @@ def attend(query: Tensor, key: Tensor, value: Tensor, scale: float, impl: str = 
         sim = torch.bmm(query, key.transpose(1, 2)).mul_(scale)
         return torch.bmm(sim.softmax(dim=-1), value)
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+
+
+def bn_fold(bn: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """(scale, shift) with bn(y) == y * scale + shift per channel, or None
+    when the BatchNorm normalises with batch statistics (training)."""
+    if bn.training or bn.running_mean is None:
+        return None
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def project(block: nn.Sequential, x: Tensor) -> Tensor:
+    """A 1×1 ConvBNReLU (``layers.ConvBNReLU``) on x (B, C, H, W) -> (B, C', H, W);
+    in eval the BN is folded into the conv and the ReLU runs in place."""
+    folded = bn_fold(block[1])
+    if folded is None:
+        return block(x)
+    scale, shift = folded
+    b, _, h, w = x.shape
+    weight = block[0].weight[:, :, 0, 0] * scale[:, None]
+    # A GEMM straight into a plain (B, C', N) tensor: oneDNN's 1×1 conv would
+    # reorder input and output through blocked layouts (extra full-size copies).
+    out = torch.baddbmm(shift[:, None], weight.expand(b, -1, -1), x.reshape(b, -1, h * w))
+    out = out.view(b, -1, h, w)
+    return out.relu_() if len(block) > 2 else out
+
+
+def linear_1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1×1 conv on flattened positions: (B, C, S) -> (B, C', S)."""
+    out = torch.matmul(conv.weight[:, :, 0, 0], x)
+    return out if conv.bias is None else out + conv.bias[:, None]
+
+
+def init_output(
+    block: nn.Module,
+    value_channels: int,
+    in_channels: int,
+    out_channels: int,
+    relu: bool,
+    dropout: float,
+) -> None:
+    """Gives ``block`` Wo (``out_proj``, zero-initialised), the fuse
+    (``fuse``: 1×1 ConvBNReLU over value-projected context + input channels)
+    and ``dropout`` (Dropout2d), the layout :func:`fused_output` computes."""
+    from ann.models.layers import ConvBNReLU
+
+    block.out_proj = nn.Conv2d(value_channels, out_channels, 1)
+    nn.init.zeros_(block.out_proj.weight)
+    nn.init.zeros_(block.out_proj.bias)
+    block.fuse = ConvBNReLU(out_channels + in_channels, out_channels, 1, relu=relu)
+    block.dropout = nn.Dropout2d(dropout)
+
+
+def fused_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
+    """dropout(fuse(cat[out_proj(context), x])) without the concatenation.
+
+    Args:
+        block: a module set up by :func:`init_output`.
+        context: (B, N, Cv) attention output, N = H*W.
+        x: (B, Cin, H, W) the map the context is fused with.
+
+    Returns:
+        (B, out_channels, H, W). Equal to the unfused computation (tests
+        check 1e-5); the 2×out-channel concatenation and Wo's output are never
+        built, and in eval the BN is folded in.
+    """
+    b, _, h, w = x.shape
+    n_out = block.out_proj.out_channels
+    weight = block.fuse[0].weight[:, :, 0, 0]  # (O, O + Cin)
+    w_ctx, w_x = weight[:, :n_out], weight[:, n_out:]
+    # fuse_c(Wo c + b_o) = (W_c Wo) c + W_c b_o: one (O, Cv) matrix instead of two convs.
+    bias = w_ctx @ block.out_proj.bias
+    w_ctx = w_ctx @ block.out_proj.weight[:, :, 0, 0]
+    folded = bn_fold(block.fuse[1])
+    if folded is not None:
+        scale, shift = folded
+        w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
+    # Two GEMMs accumulating into one (B, O, N) buffer (see ``project`` on why not conv2d).
+    out = torch.baddbmm(bias[:, None], w_x.expand(b, -1, -1), x.reshape(b, -1, h * w))
+    # In-place ops are not autocast: match the dtype of ``out`` (fp16/bf16 under AMP).
+    w_ctx, context = w_ctx.to(out.dtype), context.to(out.dtype)
+    out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2)).view(b, -1, h, w)
+    if folded is None:
+        out = block.fuse[1](out)
+    if len(block.fuse) > 2:
+        out = out.relu_()
+    return block.dropout(out)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.models.heads.attention import attend
+from ann.models.heads.attention import attend, check_impl, fused_output, init_output, project
 from ann.models.layers import ConvBNReLU
 
 
 class NonLocal2d(nn.Module):
     """APNB's layout without sampling: every position is a key and a value.
 
-    forward: (B, in_channels, H, W) -> (B, out_channels, H, W); cost O(C'N²).
+    Shares APNB's lean fuse, so a benchmark against APNB isolates the cost of
+    dense attention. forward: (B, in_channels, H, W) -> (B, out_channels, H, W);
+    cost O(C'N²) time, O(N²) memory on the matmul path.
     """
 
     def __init__(
@@ -26,19 +28,21 @@ class NonLocal2d(nn.Module):
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
-        self.attention = attention
+        self.attention = check_impl(attention)
         self.query_key = ConvBNReLU(in_channels, key_channels, 1)
         self.value = nn.Conv2d(in_channels, value_channels, 1)
-        self.out_proj = nn.Conv2d(value_channels, out_channels, 1)
-        nn.init.zeros_(self.out_proj.weight)
-        nn.init.zeros_(self.out_proj.bias)
-        self.fuse = ConvBNReLU(out_channels + in_channels, out_channels, 1)
-        self.dropout = nn.Dropout2d(dropout)
+        init_output(self, value_channels, in_channels, out_channels, True, dropout)
+
+    def attention_context(self, x: Tensor) -> Tensor:
+        """softmax(φᵀφ/√C')·γᵀ over all N positions: -> (B, N, value_channels)."""
+        qk = project(self.query_key, x).flatten(2).transpose(1, 2)  # (B, N, C')
+        value = F.conv2d(x, self.value.weight, self.value.bias).flatten(2).transpose(1, 2)
+        return attend(qk, qk, value, self.key_channels**-0.5, self.attention)
+
+    def context(self, x: Tensor) -> Tensor:
+        """Attention context before Wo: (B, C, H, W) -> (B, value_channels, H, W)."""
+        b, _, h, w = x.shape
+        return self.attention_context(x).transpose(1, 2).reshape(b, -1, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w = x.shape
-        qk = self.query_key(x).flatten(2).transpose(1, 2)  # (B, N, C')
-        value = self.value(x).flatten(2).transpose(1, 2)  # (B, N, Cv)
-        out = attend(qk, qk, value, self.key_channels**-0.5, self.attention)
-        context = self.out_proj(out.transpose(1, 2).reshape(b, -1, h, w))
-        return self.dropout(self.fuse(torch.cat([context, x], dim=1)))
+        return fused_output(self, self.attention_context(x), x)

@@ -1,0 +1,125 @@
+"""``export_onnx(cfg)``: a checkpoint to ONNX, as tools/export.py runs it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ann.errors import ConfigError
+from ann.logging_utils import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    height: int,
+    width: int,
+    batch: int = 1,
+    dynamic: bool = False,
+    opset: int = 18,
+    optimize: bool = True,
+) -> Path:
+    """Writes ``model`` (eval mode, (B, 3, H, W) -> logits (B, K, H, W)) to an
+    ONNX file with input ``images`` and output ``logits``.
+
+    With ``dynamic`` the batch, height and width are symbolic. That is exact
+    at every size because the pyramid pooling computes its bins from the
+    runtime shape (``ann.models.heads.attention.pyramid_pool``), never from
+    the trace size. ``optimize`` runs onnxscript's graph optimiser (slower
+    export, leaner graph). Returns the path.
+    """
+    if opset < 17:
+        raise ConfigError(f"export.opset must be >= 17, got {opset}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    # torch.export specialises dimensions of size 1, so a dynamic batch is traced at 2.
+    example = torch.randn(max(batch, 2) if dynamic else batch, 3, height, width)
+    dynamic_shapes = None
+    if dynamic:
+        dim = torch.export.Dim.DYNAMIC
+        dynamic_shapes = ({0: dim, 2: dim, 3: dim},)  # positional: any forward arg name
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+            optimize=optimize,
+        )
+        program.save(str(path))
+    return path
+
+
+def compare_onnx(
+    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], batch: int = 1
+) -> dict[str, float]:
+    """Max |onnxruntime - PyTorch| of the logits at each (height, width)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diffs = {}
+    gen = torch.Generator().manual_seed(0)
+    for h, w in sizes:
+        x = torch.randn(batch, 3, h, w, generator=gen)
+        with torch.no_grad():
+            ref = model.eval()(x)
+        (out,) = session.run(["logits"], {"images": x.numpy()})
+        diffs[f"{h}x{w}"] = float((torch.from_numpy(out) - ref).abs().max())
+    return diffs
+
+
+def export_onnx(cfg: DictConfig) -> Path:
+    """Loads ``cfg.checkpoint`` into ``cfg.model`` and writes
+    ``<output_dir>/<export.filename>``; with ``export.check`` compares
+    onnxruntime and PyTorch (at the export size and ``export.check_sizes``)
+    and writes export.json. Returns the ONNX path."""
+    from ann.engine.checkpoint import load_checkpoint, load_model_weights
+
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    setup_logging(out_dir / "export.log", True)
+    opts = cfg.export
+    model = instantiate(cfg.model)
+    state = load_checkpoint(cfg.checkpoint)
+    load_model_weights(model, state, cfg.checkpoint)
+    model.eval()
+    path = export_model(
+        model,
+        out_dir / opts.filename,
+        int(opts.height),
+        int(opts.width),
+        int(opts.batch),
+        bool(opts.dynamic),
+        int(opts.opset),
+    )
+    log.info("wrote %s (dynamic=%s, opset %d)", path, opts.dynamic, opts.opset)
+    if opts.check:
+        sizes = [(int(opts.height), int(opts.width))]
+        if opts.dynamic:
+            sizes += [(int(h), int(w)) for h, w in opts.check_sizes]
+        diffs = compare_onnx(model, path, sizes, int(opts.batch))
+        report = {"onnx": str(path), "dynamic": bool(opts.dynamic), "max_abs_diff": diffs}
+        (out_dir / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+        log.info("onnxruntime vs PyTorch, max |diff| of the logits: %s", diffs)
+        worst = max(diffs.values())
+        if worst > float(opts.atol):
+            raise RuntimeError(
+                f"ONNX export differs from PyTorch by {worst:.2e} > export.atol={opts.atol}"
+            )
+    return path

@@ -1,0 +1,135 @@
+"""Backbone options: output stride, stems, pretrained weights, freezing."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import ann.models.backbones as backbones
+from ann.errors import ConfigError
+from ann.models.backbones import ResNetBackbone
+
+
+@pytest.mark.parametrize(
+    ("stride", "stem", "size"), [(8, "deep", 8), (16, "standard", 4), (16, "deep", 4)]
+)
+def test_output_stride_and_stem(stride: int, stem: str, size: int) -> None:
+    net = ResNetBackbone(18, output_stride=stride, stem=stem).eval()
+    with torch.no_grad():
+        feats = net(torch.randn(1, 3, 64, 64))
+    assert [f.shape[-1] for f in feats] == [16, 8, size, size]
+    if stem == "deep":
+        assert [m.kernel_size for m in net.stem if isinstance(m, nn.Conv2d)] == [(3, 3)] * 3
+    else:
+        assert net.stem[0].kernel_size == (7, 7)
+
+
+def test_contract_dilation_rates() -> None:
+    net = ResNetBackbone(50, output_stride=8)
+    assert net.layer3[0].conv2.dilation == (1, 1) and net.layer3[1].conv2.dilation == (2, 2)
+    assert net.layer4[0].conv2.dilation == (2, 2) and net.layer4[2].conv2.dilation == (4, 4)
+    assert net.layer4[0].downsample[0].stride == (1, 1)
+
+
+def test_torchvision_offline_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(ConfigError) as info:
+        ResNetBackbone(18, stem="standard", pretrained="torchvision")
+    msg = str(info.value)
+    assert "\n" not in msg and "model.backbone.pretrained=/path/to/file.pth" in msg
+    assert "https://download.pytorch.org/models/resnet18" in msg
+
+
+def test_torchvision_style_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(tv.state_dict(), path)
+    net = ResNetBackbone(18, stem="standard", pretrained=str(path))
+    torch.testing.assert_close(net.stem[0].weight, tv.conv1.weight)
+    torch.testing.assert_close(net.stem[1].running_var, tv.bn1.running_var)
+    torch.testing.assert_close(net.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
+    # Into the deep stem: the 7×7 conv cannot fit; it is skipped and reported.
+    with caplog.at_level(logging.WARNING, logger=backbones.__name__):
+        deep = ResNetBackbone(18, stem="deep", pretrained=str(path))
+    torch.testing.assert_close(
+        deep.layer2[0].downsample[0].weight, tv.layer2[0].downsample[0].weight
+    )
+    assert "skipped key(s): ['stem.0.weight'" in caplog.text
+    assert "missing key(s)" in caplog.text
+
+
+def test_mmseg_v1c_style_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An mmsegmentation ResNetV1c checkpoint (stem.0/1/3/4/6/7, layerN.i.convK,
+    downsample.0/1) under state_dict with backbone. prefixes and head keys."""
+    torch.manual_seed(0)
+    src = ResNetBackbone(18, stem="deep")
+    state = {f"backbone.{k}": v for k, v in src.state_dict().items()}
+    assert {"backbone.stem.7.weight", "backbone.layer2.0.downsample.1.bias"} <= set(state)
+    state["decode_head.conv_seg.weight"] = torch.zeros(19, 512, 1, 1)
+    del state["backbone.layer4.1.bn2.running_mean"]
+    path = tmp_path / "v1c.pth"
+    torch.save({"meta": {}, "state_dict": state}, path)
+    with caplog.at_level(logging.WARNING, logger=backbones.__name__):
+        net = ResNetBackbone(18, stem="deep", pretrained=str(path))
+    for k, v in src.state_dict().items():
+        if k != "layer4.1.bn2.running_mean":
+            torch.testing.assert_close(net.state_dict()[k], v, msg=k)
+    assert "1 missing key(s): ['layer4.1.bn2.running_mean']" in caplog.text
+
+
+def test_bad_pretrained_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no file at"):
+        ResNetBackbone(18, pretrained=str(tmp_path / "nope.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable weights file"):
+        ResNetBackbone(18, pretrained=str(junk))
+    other = tmp_path / "other.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, other)
+    with pytest.raises(ConfigError, match="no tensor fits"):
+        ResNetBackbone(18, pretrained=str(other))
+
+
+def test_frozen_stages_and_norm_eval() -> None:
+    net = ResNetBackbone(18, stem="deep", frozen_stages=1, norm_eval=False).train()
+    assert not any(p.requires_grad for p in net.stem.parameters())
+    assert not any(p.requires_grad for p in net.layer1.parameters())
+    assert all(p.requires_grad for p in net.layer2.parameters())
+    assert not net.stem[1].training and not net.layer1[0].bn1.training
+    assert net.layer2[0].bn1.training
+    before = net.layer1[0].bn1.running_mean.clone()
+    net(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(net.layer1[0].bn1.running_mean, before)
+
+    net = ResNetBackbone(18, norm_eval=True).train()
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert net.layer1[0].conv1.training and all(p.requires_grad for p in net.parameters())
+
+
+def test_bad_pretrained_through_tool_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    """A constructor's ConfigError reaches the user as one line, exit 2,
+    although hydra's instantiate wraps it."""
+    from hydra.utils import instantiate
+
+    from ann.cli import friendly_errors
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=demo", "model.backbone.pretrained=/no/such/weights.pth"])
+    with pytest.raises(SystemExit) as info:
+        friendly_errors(lambda c: instantiate(c.model))(cfg)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: model.backbone.pretrained: no file at /no/such/weights.pth "
+        "(expected 'torchvision', a .pth file or null)"
+    ]

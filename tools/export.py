@@ -1,0 +1,19 @@
+"""Export a checkpoint to ONNX: python tools/export.py experiment=NAME checkpoint=PATH
+[export.dynamic=true export.height=H export.width=W export.opset=17]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from ann.cli import friendly_errors, set_output_dir
+from ann.export import export_onnx
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    set_output_dir(cfg)
+    export_onnx(cfg)
+
+
+if __name__ == "__main__":
+    main()
