@@ -214,6 +214,10 @@ def _one_cv2_thread_per_worker() -> None:
 class _Pipeline:
     """An albumentations pipeline whose randomness can be seeded per sample."""
 
+    # Training pads every sample to the crop size; evaluation keeps sizes.
+    pad_to: tuple[int, int] | None = None
+    ignore_index: int = 255
+
     def __init__(self, ops: list, mean: Sequence[float], std: Sequence[float]) -> None:
         self.compose = A.Compose(ops)
         self.mean = np.asarray(mean, dtype=np.float32) * 255.0
@@ -257,7 +261,7 @@ class _Pipeline:
         if seed is not None:
             self.compose.set_random_seed(seed)
         out = self.compose(image=image, mask=mask)
-        return self.to_tensors(out["image"], out["mask"])
+        return self.to_tensors(out["image"], out["mask"], self.pad_to, self.ignore_index)
 
 
 class TrainTransform(_Pipeline):
@@ -290,6 +294,7 @@ class TrainTransform(_Pipeline):
         ignore_index: int = 255,
     ) -> None:
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.pad_to = self.crop_size
         self.ignore_index = ignore_index
         ops: list = [
             RandomRescaleCrop(*self.crop_size, scale, ratio_range, cat_max_ratio, ignore_index),
@@ -298,16 +303,6 @@ class TrainTransform(_Pipeline):
         if photometric:
             ops.append(PhotoMetricDistortion())
         super().__init__(ops, mean, std)
-
-    def __call__(
-        self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """(H, W, 3) uint8, (H, W) uint8 -> (3, *crop_size) float32, crop_size int64."""
-        _one_cv2_thread_per_worker()
-        if seed is not None:
-            self.compose.set_random_seed(seed)
-        out = self.compose(image=image, mask=mask)
-        return self.to_tensors(out["image"], out["mask"], self.crop_size, self.ignore_index)
 
 
 class EvalTransform(_Pipeline):
