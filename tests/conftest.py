@@ -46,3 +46,17 @@ def tiny_train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "scheduler.warmup_iters=0",
         *extra,
     ]
+
+
+def checkpoint_overrides(root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for tools/eval.py or tools/infer.py with the demo model on
+    the tiny shapes data and checkpoint ``ckpt``."""
+    return [
+        "experiment=demo",
+        f"dataset.root={root}",
+        "dataset.num_train=16",
+        "dataset.num_val=6",
+        f"checkpoint={ckpt}",
+        f"output_dir={out}",
+        *extra,
+    ]

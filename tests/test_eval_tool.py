@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from ann.engine.evaluate import evaluate
 from ann.errors import CheckpointError, ConfigError
-from conftest import compose_cfg
+from conftest import checkpoint_overrides, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,23 +42,11 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return {case: d / f"{case}.pth" for case in CASES}
 
 
-def eval_overrides(shapes_root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "experiment=demo",
-        f"dataset.root={shapes_root}",
-        "dataset.num_train=16",
-        "dataset.num_val=6",
-        f"checkpoint={ckpt}",
-        f"output_dir={out}",
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_bad_checkpoint_is_a_checkpoint_error(
     case: str, bad_checkpoints: dict, shapes_root: Path, tmp_path: Path
 ) -> None:
-    cfg = compose_cfg(eval_overrides(shapes_root, bad_checkpoints[case], tmp_path), "eval")
+    cfg = compose_cfg(checkpoint_overrides(shapes_root, bad_checkpoints[case], tmp_path), "eval")
     with pytest.raises(CheckpointError, match=CASES[case]) as info:
         evaluate(cfg)
     assert "\n" not in str(info.value) and str(bad_checkpoints[case]) in str(info.value)
@@ -68,7 +56,9 @@ def test_bad_checkpoint_is_a_checkpoint_error(
 def test_bad_evaluator_key_is_a_config_error(shapes_root: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"model": {}}, ckpt)
-    cfg = compose_cfg(eval_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=slide"), "eval")
+    cfg = compose_cfg(
+        checkpoint_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=slide"), "eval"
+    )
     with pytest.raises(InstantiationException) as info:  # ann.cli unwraps it
         evaluate(cfg)
     assert isinstance(info.value.__cause__, ConfigError)
@@ -95,7 +85,7 @@ def assert_one_line_exit_2(proc: subprocess.CompletedProcess, expected: str) -> 
 
 
 def test_tool_missing_checkpoint(shapes_root: Path, tmp_path: Path) -> None:
-    proc = run_tool(*eval_overrides(shapes_root, tmp_path / "nope.pth", tmp_path))
+    proc = run_tool(*checkpoint_overrides(shapes_root, tmp_path / "nope.pth", tmp_path))
     assert_one_line_exit_2(proc, f"no file at {tmp_path / 'nope.pth'}")
 
 
@@ -104,7 +94,7 @@ def test_tool_missing_checkpoint(shapes_root: Path, tmp_path: Path) -> None:
 def test_tool_bad_checkpoint(
     case: str, bad_checkpoints: dict, shapes_root: Path, tmp_path: Path
 ) -> None:
-    proc = run_tool(*eval_overrides(shapes_root, bad_checkpoints[case], tmp_path))
+    proc = run_tool(*checkpoint_overrides(shapes_root, bad_checkpoints[case], tmp_path))
     assert_one_line_exit_2(proc, CASES[case])
 
 
@@ -112,5 +102,5 @@ def test_tool_bad_checkpoint(
 def test_tool_bad_evaluator_key(shapes_root: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"model": {}}, ckpt)
-    proc = run_tool(*eval_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=tiles"))
+    proc = run_tool(*checkpoint_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=tiles"))
     assert_one_line_exit_2(proc, "evaluator.mode must be one of")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ann.engine.infer import collect_inputs, infer
 from ann.errors import DataError
-from conftest import compose_cfg
+from conftest import checkpoint_overrides, compose_cfg
 
 # slide (2 overlapping windows at 1.0, a padded one at 0.75) and two scales
 TTA = ["evaluator.mode=slide", "evaluator.crop_size=[64,48]", "evaluator.stride=[64,32]"]
@@ -30,16 +30,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def overrides(shapes_root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "experiment=demo",
-        f"dataset.root={shapes_root}",
-        "dataset.num_train=16",
-        "dataset.num_val=6",
-        f"checkpoint={ckpt}",
-        f"output_dir={out}",
-        "evaluator.num_workers=0",
-        *extra,
-    ]
+    return checkpoint_overrides(shapes_root, ckpt, out, "evaluator.num_workers=0", *extra)
 
 
 def test_collect_inputs(tmp_path: Path) -> None:
