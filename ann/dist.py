@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from ann.errors import RankFailure
 
 
 def is_dist() -> bool:
@@ -25,12 +29,13 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
-def init_distributed() -> torch.device:
+def init_distributed(timeout_min: float = 30.0) -> torch.device:
     """Joins the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK).
 
     Uses nccl with one GPU per local rank when CUDA is present, gloo on CPU.
-    Returns the device this process computes on. Without torchrun's variables
-    it starts nothing and returns cuda:0 or cpu.
+    A collective that waits longer than ``timeout_min`` minutes for another
+    rank fails instead of hanging. Returns the device this process computes
+    on. Without torchrun's variables it starts nothing and returns cuda:0 or cpu.
     """
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda = torch.cuda.is_available()
@@ -41,7 +46,7 @@ def init_distributed() -> torch.device:
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
             init_method="env://",
-            timeout=timedelta(minutes=30),
+            timeout=timedelta(minutes=timeout_min),
         )
     return device
 
@@ -67,6 +72,77 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return box[0]
 
 
-def cleanup() -> None:
+_PROGRESS = "ann/progress/"
+# What gloo and NCCL say when a peer is gone or silent.
+_COMM_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
+                 "timed out", "NCCL", "Broken pipe")  # fmt: skip
+
+
+def report_progress(step: int) -> None:
+    """Records this rank's last started ``step`` in the process group's store,
+    so that a rank that gives up waiting can name the one that fell behind."""
     if is_dist():
+        dist.distributed_c10d._get_default_store().set(f"{_PROGRESS}{get_rank()}", str(step))
+
+
+def is_comm_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because a peer died or stalled."""
+    if not is_dist() or not isinstance(exc, RuntimeError):
+        return False
+    backend_error = getattr(dist, "DistBackendError", ())
+    return isinstance(exc, backend_error) or any(m in str(exc) for m in _COMM_MARKERS)
+
+
+def describe_comm_failure(exc: BaseException, timeout_key: str) -> str:
+    """One line: which rank gave up, on which rank(s), and why (a closed
+    connection: that rank exited or crashed; a timeout: it stalled)."""
+    me, world = get_rank(), get_world_size()
+    progress: dict[int, int] = {}
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        for rank in range(world):
+            if store.check([f"{_PROGRESS}{rank}"]):
+                progress[rank] = int(store.get(f"{_PROGRESS}{rank}"))
+    except Exception:  # noqa: BLE001 - the store may have gone with the failed rank
+        pass
+    others = [r for r in range(world) if r != me]
+    mine = progress.get(me)
+    behind = [r for r in others if mine is not None and progress.get(r, -1) < mine] or others
+    closed = any(m in str(exc) for m in ("closed by peer", "reset by peer", "Broken pipe"))
+    why = (
+        "its connection closed: it exited or crashed"
+        if closed
+        else f"no answer within {timeout_key}: it stalled or died"
+    )
+    where = ", ".join(
+        f"rank {r} at step {progress[r]}" if r in progress else f"rank {r}" for r in behind
+    )
+    at = f" at step {mine}" if mine is not None else ""
+    return (
+        f"distributed: rank {me}{at} stopped waiting for {where}; {why}. See that rank's "
+        f"output above; if a step legitimately takes longer, raise {timeout_key}"
+    )
+
+
+_broken = False
+
+
+@contextmanager
+def rank_failures(timeout_key: str) -> Iterator[None]:
+    """Turns a collective that failed on a dead or stalled peer into a
+    one-line :class:`RankFailure` (see :func:`describe_comm_failure`)."""
+    global _broken
+    try:
+        yield
+    except RuntimeError as exc:
+        if not is_comm_failure(exc):
+            raise
+        _broken = True
+        raise RankFailure(describe_comm_failure(exc, timeout_key)) from None
+
+
+def cleanup() -> None:
+    """Leaves the process group, unless a peer failed (tearing down a broken
+    group can block)."""
+    if is_dist() and not _broken:
         dist.destroy_process_group()

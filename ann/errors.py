@@ -46,3 +46,11 @@ class ConfigError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DataLoaderDied(UserError):
+    """A DataLoader worker process died (out of memory, a crash in a decoder)."""
+
+
+class RankFailure(UserError):
+    """Another rank of a distributed run died or stalled."""

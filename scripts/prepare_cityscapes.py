@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from ann.data.base import read_label, require_dir
 from ann.data.cityscapes import label_id_to_train_id_lut
+from ann.data.loader import worker_context
 from ann.errors import UserError
 
 _LUT = label_id_to_train_id_lut()
@@ -63,7 +63,7 @@ def prepare(root: Path, splits: list[str], nproc: int = 1, overwrite: bool = Fal
     bar = tqdm(total=len(jobs), desc="labelIds -> trainIds", unit="file")
     written = 0
     if nproc > 1:
-        with Pool(nproc) as pool:
+        with worker_context().Pool(nproc) as pool:
             for done in pool.imap_unordered(_convert_star, jobs, chunksize=8):
                 written += done
                 bar.update(1)

@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from scipy.io import loadmat
 from tqdm import tqdm
 
 from ann.data.base import read_label, require_dir
+from ann.data.loader import worker_context
 from ann.data.voc import find_voc_root, read_split
 from ann.errors import DataError, UserError
 
@@ -117,7 +117,7 @@ def prepare(voc_root: Path, sbd_root: Path, nproc: int = 1) -> list[str]:
     ]
     bar = tqdm(total=len(jobs), desc="SegmentationClassAug", unit="file")
     if nproc > 1:
-        with Pool(nproc) as pool:
+        with worker_context().Pool(nproc) as pool:
             for _ in pool.imap_unordered(_convert, jobs, chunksize=16):
                 bar.update(1)
     else:

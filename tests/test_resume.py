@@ -128,4 +128,8 @@ def test_non_finite_loss_stops_with_one_line(shapes_root: Path, tmp_path: Path) 
 def test_bad_trainer_option_is_one_line(shapes_root: Path, tmp_path: Path, key: str) -> None:
     r = run_tool("train.py", tiny_train_overrides(shapes_root, tmp_path, key))
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1].startswith("error: trainer.amp_dtype must be one of")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: trainer.amp_dtype='fp8': expected one of bf16, fp16")
+    )

@@ -60,9 +60,15 @@ def make_cityscapes(
     return root
 
 
-def make_ade(root: Path, counts: dict[str, int] | None = None, seed: int = 0) -> Path:
+def make_ade(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    seed: int = 0,
+    sizes: list[tuple[int, int]] | None = None,
+) -> Path:
     """ADEChallengeData2016/images/{training,validation}/ADE_*.jpg and
-    annotations/.../*.png with odd sizes and label 0 ("other"). Returns the
+    annotations/.../*.png with odd sizes (or image i of a split (h, w) =
+    ``sizes[i % len(sizes)]``) and label 0 ("other"). Returns the
     ADEChallengeData2016 folder."""
     counts = counts or {"training": 3, "validation": 2}
     rng = np.random.default_rng(seed)
@@ -72,7 +78,7 @@ def make_ade(root: Path, counts: dict[str, int] | None = None, seed: int = 0) ->
         (ade / "annotations" / split).mkdir(parents=True, exist_ok=True)
         tag = "train" if split == "training" else "val"
         for i in range(count):
-            h, w = 37 + 6 * i, 53 + 10 * i  # odd sizes
+            h, w = sizes[i % len(sizes)] if sizes else (37 + 6 * i, 53 + 10 * i)  # odd sizes
             stem = f"ADE_{tag}_{i + 1:08d}"
             Image.fromarray(_image(rng, h, w)).save(ade / "images" / split / f"{stem}.jpg")
             label = rng.integers(0, 151, (h, w)).astype(np.uint8)
@@ -83,9 +89,15 @@ def make_ade(root: Path, counts: dict[str, int] | None = None, seed: int = 0) ->
 
 
 def make_voc(
-    root: Path, train: list[str], val: list[str], extra: list[str] = (), seed: int = 0
+    root: Path,
+    train: list[str],
+    val: list[str],
+    extra: list[str] = (),
+    seed: int = 0,
+    sizes: list[tuple[int, int]] | None = None,
 ) -> Path:
-    """VOCdevkit/VOC2012 with JPEGImages (train + val + extra, odd sizes),
+    """VOCdevkit/VOC2012 with JPEGImages (train + val + extra, odd sizes, or
+    image i (h, w) = ``sizes[i % len(sizes)]``),
     SegmentationClass palette PNGs with 255 borders (train + val) and
     ImageSets/Segmentation/{train,val,trainval}.txt. Returns the VOC2012 folder."""
     rng = np.random.default_rng(seed)
@@ -93,7 +105,7 @@ def make_voc(
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     for i, name in enumerate([*train, *val, *extra]):
-        h, w = 45 + 2 * i, 61 + 3 * i
+        h, w = sizes[i % len(sizes)] if sizes else (45 + 2 * i, 61 + 3 * i)
         Image.fromarray(_image(rng, h, w)).save(voc / "JPEGImages" / f"{name}.jpg")
         if name in extra:
             continue

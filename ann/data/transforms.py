@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -204,13 +203,6 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
 
 
-def _one_cv2_thread_per_worker() -> None:
-    """In a DataLoader worker, OpenCV's own thread pool would multiply with the
-    worker processes (W workers × N cores threads); workers parallelise already."""
-    if get_worker_info() is not None and cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
-
-
 class _Pipeline:
     """An albumentations pipeline whose randomness can be seeded per sample."""
 
@@ -257,7 +249,6 @@ class _Pipeline:
         self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """(H, W, 3) uint8, (H, W) uint8 -> (3, h, w) float32, (h, w) int64."""
-        _one_cv2_thread_per_worker()
         if seed is not None:
             self.compose.set_random_seed(seed)
         out = self.compose(image=image, mask=mask)
@@ -323,7 +314,6 @@ class EvalTransform(_Pipeline):
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
     ) -> tuple[Tensor, Tensor]:
-        _one_cv2_thread_per_worker()
         if self.scale is not None:
             size = rescale_size(*image.shape[:2], self.scale)
             image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ann.errors import CheckpointError
+from ann.safe_load import load_tensors
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -31,19 +32,21 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Loads a checkpoint dict with ``weights_only=True``; one clear error if
-    the file is missing or is not a checkpoint of this framework."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", key: str = "checkpoint"
+) -> dict[str, Any]:
+    """Loads a checkpoint dict with ``weights_only=True``; one clear error
+    naming ``key`` (the config key that named the file) if the file is
+    missing, holds code, or is not a checkpoint of this framework."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint: no file at {path}")
+        raise CheckpointError(f"{key}: no file at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: not a readable checkpoint ({first})") from None
+        state = load_tensors(path, key, map_location)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"checkpoint {path}: expected a dict with a 'model' state dict")
+        raise CheckpointError(f"{key}: {path}: expected a dict with a 'model' state dict")
     return state
 
 

@@ -6,12 +6,14 @@ import csv
 import logging
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ann import dist
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.engine.evaluator import write_metrics
+from ann.engine.schema import check_config
 from ann.errors import ConfigError
 from ann.logging_utils import setup_logging
 from ann.metrics import format_table
@@ -23,46 +25,53 @@ def evaluate(cfg: DictConfig) -> dict:
     """Loads ``cfg.checkpoint`` into ``cfg.model`` and evaluates ``cfg.split``
     of the dataset; writes eval.log, metrics.json and metrics.csv to
     ``cfg.output_dir`` and returns the metrics."""
-    device = dist.init_distributed()
+    check_config(cfg, ("evaluator", "dataset"))
+    device = dist.init_distributed(float(cfg.trainer.get("dist_timeout_min", 30)))
     try:
-        out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
-        if dist.is_main():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        setup_logging(out_dir / "eval.log", dist.is_main())
-        if cfg.split not in cfg.dataset:
-            raise ConfigError(
-                f"split={cfg.split}: dataset '{cfg.dataset.name}' has no such split "
-                f"(expected one of {[k for k in cfg.dataset if k in ('train', 'val', 'test')]})"
-            )
-        # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
-        state = load_checkpoint(cfg.checkpoint)
-        evaluator = instantiate(cfg.evaluator)
-        dataset = instantiate(cfg.dataset[cfg.split])
-        model = instantiate(cfg.model)
-        load_model_weights(model, state, cfg.checkpoint)
-        model.to(device).eval()
-        pred_dir = out_dir / "predictions"
-        metrics = evaluator.evaluate(model, dataset, device, prediction_dir=pred_dir)
-        metrics["iteration"] = int(state.get("iteration", 0))
-        if dist.is_main():
-            log.info(
-                "%s on %s/%s:\n%s",
-                cfg.checkpoint,
-                cfg.dataset.name,
-                cfg.split,
-                format_table(metrics),
-            )
-            write_metrics(metrics, out_dir / "metrics.json")
-            write_metrics_csv(metrics, out_dir / "metrics.csv")
-            log.info("wrote %s", out_dir / "metrics.json")
-            if evaluator.save_predictions:
-                log.info("wrote %s predictions under %s", evaluator.save_predictions, pred_dir)
-            if evaluator.save_predictions == "cityscapes":
-                log.info("to submit: (cd %s && zip -qr ../submission.zip .)", pred_dir)
-        return metrics
+        with dist.rank_failures("trainer.dist_timeout_min"):
+            return _evaluate(cfg, device)
     finally:
         dist.cleanup()
+
+
+def _evaluate(cfg: DictConfig, device: torch.device) -> dict:
+    """The body of :func:`evaluate`, inside the process group."""
+    out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    setup_logging(out_dir / "eval.log", dist.is_main())
+    if cfg.split not in cfg.dataset:
+        raise ConfigError(
+            f"split={cfg.split}: dataset '{cfg.dataset.name}' has no such split "
+            f"(expected one of {[k for k in cfg.dataset if k in ('train', 'val', 'test')]})"
+        )
+    # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
+    state = load_checkpoint(cfg.checkpoint)
+    evaluator = instantiate(cfg.evaluator)
+    dataset = instantiate(cfg.dataset[cfg.split])
+    model = instantiate(cfg.model)
+    load_model_weights(model, state, cfg.checkpoint)
+    model.to(device).eval()
+    pred_dir = out_dir / "predictions"
+    metrics = evaluator.evaluate(model, dataset, device, prediction_dir=pred_dir)
+    metrics["iteration"] = int(state.get("iteration", 0))
+    if dist.is_main():
+        log.info(
+            "%s on %s/%s:\n%s",
+            cfg.checkpoint,
+            cfg.dataset.name,
+            cfg.split,
+            format_table(metrics),
+        )
+        write_metrics(metrics, out_dir / "metrics.json")
+        write_metrics_csv(metrics, out_dir / "metrics.csv")
+        log.info("wrote %s", out_dir / "metrics.json")
+        if evaluator.save_predictions:
+            log.info("wrote %s predictions under %s", evaluator.save_predictions, pred_dir)
+        if evaluator.save_predictions == "cityscapes":
+            log.info("to submit: (cd %s && zip -qr ../submission.zip .)", pred_dir)
+    return metrics
 
 
 def write_metrics_csv(metrics: dict, path: Path) -> None:

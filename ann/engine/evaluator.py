@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ann import dist
+from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import ShardSampler
 from ann.engine.inference import check_options, predict_scores
 from ann.engine.predictions import FORMATS, PredictionWriter
@@ -98,12 +99,14 @@ class Evaluator:
         device: torch.device | str = "cpu",
         progress: bool = True,
         prediction_dir: str | Path | None = None,
+        loader_name: str = "eval",
     ) -> dict:
         """Runs the model over ``dataset``; returns the metrics.json dict
         (mIoU, mAcc, aAcc, fwIoU, per_class, num_images, scales, flip, mode).
 
         With ``save_predictions`` set and a ``prediction_dir``, every rank
-        writes the predictions of its own shard there.
+        writes the predictions of its own shard there. ``loader_name`` ("val"
+        or "eval") names the loader in the error if a worker dies.
         """
         net = unwrap(model)
         was_training = net.training
@@ -111,7 +114,7 @@ class Evaluator:
         num_classes = dataset.num_classes
         conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
-        loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=self.num_workers)
+        loader = build_loader(dataset, sampler=sampler, num_workers=self.num_workers)
         writer = None
         if self.save_predictions and prediction_dir is not None:
             writer = PredictionWriter(
@@ -121,25 +124,38 @@ class Evaluator:
                 dataset.palette,
                 dataset.ignore_index,
             )
-        bar = tqdm(loader, desc="eval", disable=not (progress and dist.is_main()), leave=False)
-        for batch in bar:
-            image = batch["image"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
-            pred = self.predict(net, image, tuple(mask.shape[-2:])).argmax(1)
-            conf += confusion_matrix(pred, mask, num_classes, dataset.ignore_index)
-            if writer is not None:
-                for i, name in enumerate(batch["name"]):
-                    writer.write(
-                        name,
-                        pred[i].cpu().numpy().astype("uint8"),
-                        denormalize(batch["image"][i]) if writer.fmt == "color" else None,
-                        batch["mask"][i].numpy(),
-                    )
+        bar = tqdm(loader, desc=loader_name, disable=not (progress and dist.is_main()), leave=False)
+        with worker_deaths(loader_name, "evaluator.num_workers"):
+            for batch in bar:
+                self._step(net, batch, device, conf, writer, dataset)
         dist.all_reduce_sum(conf)
         net.train(was_training)
         metrics = compute_metrics(conf, dataset.classes)
         metrics.update(num_images=len(dataset), scales=self.scales, flip=self.flip, mode=self.mode)
         return metrics
+
+    def _step(
+        self,
+        net: nn.Module,
+        batch: dict,
+        device: torch.device | str,
+        conf: Tensor,
+        writer: PredictionWriter | None,
+        dataset: Dataset,
+    ) -> None:
+        """Predicts one batch, adds it to ``conf`` (K, K) and writes its predictions."""
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        pred = self.predict(net, image, tuple(mask.shape[-2:])).argmax(1)
+        conf += confusion_matrix(pred, mask, dataset.num_classes, dataset.ignore_index)
+        if writer is not None:
+            for i, name in enumerate(batch["name"]):
+                writer.write(
+                    name,
+                    pred[i].cpu().numpy().astype("uint8"),
+                    denormalize(batch["image"][i]) if writer.fmt == "color" else None,
+                    batch["mask"][i].numpy(),
+                )
 
 
 def write_metrics(metrics: dict, path: str | Path) -> None:

@@ -17,6 +17,7 @@ from ann.data.base import default_palette, read_image
 from ann.data.folder import IMAGE_SUFFIXES
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.engine.predictions import PredictionWriter
+from ann.engine.schema import check_config
 from ann.errors import ConfigError, DataError
 from ann.logging_utils import setup_logging
 
@@ -68,6 +69,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     (palette PNGs whose pixel values are class indices) and
     ``predictions/overlays/{name}.png`` (image | prediction overlay) under
     ``cfg.output_dir``. Returns the mask paths."""
+    check_config(cfg, ("evaluator",))
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ann import dist
+from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import TrainSampler
 from ann.engine.checkpoint import (
     load_checkpoint,
@@ -33,8 +34,9 @@ from ann.engine.checkpoint import (
 )
 from ann.engine.evaluator import unwrap, write_metrics
 from ann.engine.optim import build_optimizer
+from ann.engine.schema import check_config
 from ann.engine.visualize import prediction_grid
-from ann.errors import ConfigError, TrainingDiverged
+from ann.errors import ConfigError, DataLoaderDied, TrainingDiverged
 from ann.logging_utils import setup_logging
 from ann.metrics import format_table
 
@@ -87,7 +89,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.tcfg = cfg.trainer
-        self.device = dist.init_distributed()
+        self.device = dist.init_distributed(float(self.tcfg.dist_timeout_min))
         self.out_dir = prepare_output_dir(cfg)
         self.ckpt_dir = self.out_dir / "checkpoints"
         setup_logging(self.out_dir / "train.log", dist.is_main())
@@ -123,6 +125,7 @@ class Trainer:
         self.accumulate = int(self.tcfg.get("accumulate", 1))
         self.start_iter = 0
         self.best_miou = -1.0
+        self.saved_iter: int | None = None
         self._restore()
         if dist.get_world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -133,18 +136,19 @@ class Trainer:
     def _restore(self) -> None:
         last = self.ckpt_dir / "last.pth"
         if self.tcfg.resume and last.is_file():
-            state = load_checkpoint(last, self.device)
+            state = load_checkpoint(last, self.device, key="trainer.resume")
             load_model_weights(self.model, state, last)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.start_iter = int(state["iteration"])
+            self.saved_iter = self.start_iter
             self.best_miou = float(state["best_mIoU"])
             rngs = state["rng"]
             set_rng_state(rngs[dist.get_rank()] if isinstance(rngs, list) else rngs)
             log.info("resumed from %s at iteration %d", last, self.start_iter)
         elif self.tcfg.get("load_from"):
-            state = load_checkpoint(self.tcfg.load_from, self.device)
+            state = load_checkpoint(self.tcfg.load_from, self.device, key="trainer.load_from")
             load_model_weights(self.model, state, self.tcfg.load_from)
             log.info("loaded weights from %s (fine-tuning from iteration 0)", self.tcfg.load_from)
 
@@ -167,8 +171,10 @@ class Trainer:
     def save(self, iteration: int, best: bool = False, periodic: bool = False) -> None:
         state = self._state(iteration)  # collective under DDP: every rank calls it
         if not dist.is_main():
+            self.saved_iter = iteration
             return
-        save_checkpoint(state, self.ckpt_dir / "last.pth")
+        # last.pth is written last: a run killed before it resumes from the
+        # previous last.pth, redoes this iteration and rewrites the others.
         if best:
             save_checkpoint(state, self.ckpt_dir / "best.pth")
         keep = int(self.tcfg.get("keep_last", 0))
@@ -176,6 +182,17 @@ class Trainer:
             save_checkpoint(state, self.ckpt_dir / f"iter_{iteration:07d}.pth")
             for old in sorted(self.ckpt_dir.glob("iter_*.pth"))[:-keep]:
                 old.unlink()
+        save_checkpoint(state, self.ckpt_dir / "last.pth")
+        self.saved_iter = iteration
+
+    def intact_note(self) -> str:
+        """Where a re-run resumes from, for the message of a run that stops on an error."""
+        if self.saved_iter is None:
+            return "; no checkpoint was written yet"
+        return (
+            f"; {self.ckpt_dir / 'last.pth'} (iteration {self.saved_iter}) is intact: "
+            "re-run the same command to resume"
+        )
 
     # -- data ----------------------------------------------------------------
     def _loader(self) -> DataLoader:
@@ -188,15 +205,14 @@ class Trainer:
             # With accumulation an iteration consumes several batches.
             start_iter=self.start_iter * self.accumulate,
         )
-        workers = int(self.tcfg.num_workers)
-        return DataLoader(
+        return build_loader(
             self.train_set,
             batch_size=self.tcfg.batch_size,
             sampler=sampler,
-            num_workers=workers,
+            num_workers=int(self.tcfg.num_workers),
             pin_memory=self.device.type == "cuda",
             drop_last=True,
-            persistent_workers=workers > 0,
+            persistent_workers=True,
             # An own generator keeps the loader from drawing on the global RNG,
             # which would make a resumed run's dropout differ.
             generator=torch.Generator().manual_seed(int(self.tcfg.seed)),
@@ -207,7 +223,9 @@ class Trainer:
         # Validation must not draw on the training RNG streams, or a run
         # resumed after a validation would diverge from an uninterrupted one.
         with torch.random.fork_rng(devices=[]):
-            metrics = self.evaluator.evaluate(self.model, self.val_set, self.device)
+            metrics = self.evaluator.evaluate(
+                self.model, self.val_set, self.device, loader_name="val"
+            )
         metrics["iteration"] = iteration
         if dist.is_main():
             log.info("validation at iteration %d:\n%s", iteration, format_table(metrics))
@@ -287,60 +305,72 @@ class Trainer:
             disable=not dist.is_main(),
             dynamic_ncols=True,
         )
-        iteration = self.start_iter
         # The bar and the writer close on any exit, so an error message comes last.
         with bar, _SignalGuard() as guard, self.writer or nullcontext():
-            while iteration < max_iters:
-                t0 = time.perf_counter()
-                losses, data_time = self.train_step(data_iter)
-                iteration += 1
-                loss = float(losses["loss"])
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"non-finite loss {loss} at iteration {iteration}; stopped. The last good "
-                        f"checkpoint is {self.ckpt_dir / 'last.pth'} (lower optimizer.lr or set "
-                        "trainer.clip_grad)"
-                    )
-                step_time = time.perf_counter() - t0
-                lr = self.optimizer.param_groups[0]["lr"]
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", data=f"{data_time:.3f}s")
-                if self.writer is not None and iteration % int(self.tcfg.log_interval) == 0:
-                    for k, v in losses.items():
-                        self.writer.add_scalar(f"train/{k}", float(v), iteration)
-                    self.writer.add_scalar("train/lr", lr, iteration)
-                    self.writer.add_scalar("time/iter", step_time, iteration)
-                    self.writer.add_scalar("time/data", data_time, iteration)
-                    if self.device.type == "cuda":
-                        mem = torch.cuda.max_memory_allocated(self.device) / 2**20
-                    else:  # peak resident set size of this process (Linux: KiB)
-                        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                    self.writer.add_scalar("memory/max_MiB", mem, iteration)
-                    log.info(
-                        "iter %d/%d loss %.4f lr %.3e time %.3fs data %.3fs",
-                        iteration, max_iters, loss, lr, step_time, data_time,
-                    )  # fmt: skip
-                done = iteration == max_iters
-                is_best = False
-                if iteration % int(self.tcfg.val_interval) == 0 or done:
-                    metrics = self.validate(iteration)
-                    is_best = metrics["mIoU"] > self.best_miou
-                    self.best_miou = max(self.best_miou, metrics["mIoU"])
-                stop = dist.broadcast_object(guard.received is not None)
-                if iteration % int(self.tcfg.ckpt_interval) == 0 or done or is_best or stop:
-                    self.save(
-                        iteration,
-                        best=is_best,
-                        periodic=iteration % int(self.tcfg.ckpt_interval) == 0,
-                    )
-                if stop:
-                    log.warning(
-                        "signal received: saved %s at iteration %d; re-run the same command "
-                        "to resume",
-                        self.ckpt_dir / "last.pth",
-                        iteration,
-                    )
-                    break
+            try:
+                with worker_deaths("train", "trainer.num_workers"):
+                    metrics = self._loop(data_iter, bar, guard)
+            except DataLoaderDied as exc:
+                raise DataLoaderDied(f"{exc}{self.intact_note()}") from None
+        return metrics
+
+    def _loop(self, data_iter: Iterator[dict], bar: tqdm, guard: _SignalGuard) -> dict:
+        """Iterations from ``start_iter`` to ``max_iters`` with validations and
+        checkpoints; returns the last validation's metrics."""
+        max_iters = int(self.tcfg.max_iters)
+        metrics: dict = {}
+        iteration = self.start_iter
+        while iteration < max_iters:
+            dist.report_progress(iteration + 1)
+            t0 = time.perf_counter()
+            losses, data_time = self.train_step(data_iter)
+            iteration += 1
+            loss = float(losses["loss"])
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"non-finite loss {loss} at iteration {iteration}; stopped. The last good "
+                    f"checkpoint is {self.ckpt_dir / 'last.pth'} (lower optimizer.lr or set "
+                    "trainer.clip_grad)"
+                )
+            step_time = time.perf_counter() - t0
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", data=f"{data_time:.3f}s")
+            if self.writer is not None and iteration % int(self.tcfg.log_interval) == 0:
+                for k, v in losses.items():
+                    self.writer.add_scalar(f"train/{k}", float(v), iteration)
+                self.writer.add_scalar("train/lr", lr, iteration)
+                self.writer.add_scalar("time/iter", step_time, iteration)
+                self.writer.add_scalar("time/data", data_time, iteration)
+                if self.device.type == "cuda":
+                    mem = torch.cuda.max_memory_allocated(self.device) / 2**20
+                else:  # peak resident set size of this process (Linux: KiB)
+                    mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                self.writer.add_scalar("memory/max_MiB", mem, iteration)
+                log.info(
+                    "iter %d/%d loss %.4f lr %.3e time %.3fs data %.3fs",
+                    iteration, max_iters, loss, lr, step_time, data_time,
+                )  # fmt: skip
+            done = iteration == max_iters
+            is_best = False
+            if iteration % int(self.tcfg.val_interval) == 0 or done:
+                metrics = self.validate(iteration)
+                is_best = metrics["mIoU"] > self.best_miou
+                self.best_miou = max(self.best_miou, metrics["mIoU"])
+            stop = dist.broadcast_object(guard.received is not None)
+            if iteration % int(self.tcfg.ckpt_interval) == 0 or done or is_best or stop:
+                self.save(
+                    iteration,
+                    best=is_best,
+                    periodic=iteration % int(self.tcfg.ckpt_interval) == 0,
+                )
+            if stop:
+                log.warning(
+                    "signal received: saved %s at iteration %d; re-run the same command to resume",
+                    self.ckpt_dir / "last.pth",
+                    iteration,
+                )
+                break
         return metrics
 
 
@@ -349,9 +379,10 @@ def train(cfg: DictConfig) -> dict:
 
     Resumes from ``<output_dir>/checkpoints/last.pth`` when ``trainer.resume``.
     """
+    check_config(cfg)
     try:
-        trainer = Trainer(cfg)
-        return trainer.run()
+        with dist.rank_failures("trainer.dist_timeout_min"):
+            return Trainer(cfg).run()
     finally:
         dist.cleanup()
 

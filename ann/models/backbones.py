@@ -10,6 +10,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ann.errors import ConfigError
+from ann.safe_load import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +142,9 @@ class ResNetBackbone(nn.Module):
                     "(expected 'torchvision', a .pth file or null)"
                 )
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
-                raise ConfigError(
-                    f"model.backbone.pretrained: {path} is not a readable weights file "
-                    f"({exc.__class__.__name__})"
-                ) from None
+                state = load_tensors(path, "model.backbone.pretrained")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             if isinstance(state, dict):
                 state = state.get("state_dict", state.get("model", state))
             if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):

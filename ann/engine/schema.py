@@ -1,0 +1,212 @@
+"""Typed schemas of the config groups every run shares, checked at start-up.
+
+Each group (trainer, optimizer, scheduler, evaluator and the keys every
+dataset has) is a dataclass whose fields carry the expected type and range.
+:func:`check_config` compares a composed config with them before anything is
+built or read, and reports the first bad value as one line naming the key,
+the value and what is expected (a :class:`ConfigError`). Keys a group does
+not list (a model's own, an optimizer's extra arguments) are left alone;
+unknown keys on the command line are already refused by Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+from omegaconf import DictConfig, OmegaConf
+
+from ann.engine.inference import check_options
+from ann.engine.predictions import FORMATS
+from ann.errors import ConfigError
+
+Pair = list[int]  # [height, width] or (long, short): two positive ints
+
+
+def _key(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    required: bool = True,
+) -> Any:
+    """A schema field with an optional range; ``required=False``: checked only if present."""
+    return field(default=None, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "req": required})
+
+
+@dataclass
+class TrainerSchema:
+    max_iters: int = _key(ge=1)
+    val_interval: int = _key(ge=1)
+    ckpt_interval: int = _key(ge=1)
+    log_interval: int = _key(ge=1)
+    batch_size: int = _key(ge=1)
+    num_workers: int = _key(ge=0)
+    amp: bool = _key()
+    amp_dtype: Literal["bf16", "fp16"] = _key()
+    seed: int = _key(ge=0)
+    resume: bool = _key()
+    load_from: Optional[str] = _key()  # noqa: UP045 - get_type_hints needs it on 3.10
+    keep_last: int = _key(ge=0)
+    sync_bn: bool = _key()
+    deterministic: bool = _key()
+    clip_grad: Optional[float] = _key(gt=0)  # noqa: UP045
+    accumulate: int = _key(ge=1)
+    num_vis: int = _key(ge=0)
+    dist_timeout_min: float = _key(gt=0)
+
+
+@dataclass
+class OptimizerSchema:
+    lr: float = _key(gt=0)
+    weight_decay: float = _key(ge=0, required=False)
+    momentum: float = _key(ge=0, lt=1, required=False)
+
+
+@dataclass
+class SchedulerSchema:
+    power: float = _key(gt=0, required=False)
+    min_lr: float = _key(ge=0, required=False)
+    warmup_iters: int = _key(ge=0, required=False)
+    warmup_ratio: float = _key(gt=0, le=1, required=False)
+
+
+@dataclass
+class EvaluatorSchema:
+    mode: Literal["whole", "slide"] = _key()
+    scales: list[float] = _key(gt=0)
+    flip: bool = _key()
+    crop_size: Optional[Pair] = _key(gt=0)  # noqa: UP045
+    stride: Optional[Pair] = _key(gt=0)  # noqa: UP045
+    average: Literal["prob", "logits"] = _key()
+    save_predictions: Optional[Literal[FORMATS]] = _key()  # noqa: UP045
+    num_workers: int = _key(ge=0)
+
+
+@dataclass
+class DatasetSchema:
+    name: str = _key()
+    root: str = _key()
+    num_classes: int = _key(ge=1)
+    ignore_index: int = _key(ge=0, le=255)
+    crop_size: Optional[Pair] = _key(gt=0, required=False)  # noqa: UP045
+    scale: Optional[Pair] = _key(gt=0, required=False)  # noqa: UP045
+
+
+GROUPS: dict[str, type] = {
+    "trainer": TrainerSchema,
+    "optimizer": OptimizerSchema,
+    "scheduler": SchedulerSchema,
+    "evaluator": EvaluatorSchema,
+    "dataset": DatasetSchema,
+}
+
+
+def _describe(hint: Any, meta: dict) -> str:
+    """'an integer ≥ 1', 'one of bf16, fp16', 'null or [h, w] ...'."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)][0]
+        return f"null or {_describe(inner, meta)}"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    bounds = [
+        f"{sym} {meta[k]:g}"
+        for k, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+        if meta.get(k) is not None
+    ]
+    rng = f" {' and '.join(bounds)}" if bounds else ""
+    if hint is Pair:
+        return f"a list of two integers{rng}, e.g. [512, 1024]"
+    if origin is list:
+        return f"a non-empty list of numbers{rng}"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names[hint] + rng
+
+
+def _in_range(value: float, meta: dict) -> bool:
+    checks = (
+        ("ge", value.__ge__),
+        ("gt", value.__gt__),
+        ("le", value.__le__),
+        ("lt", value.__lt__),
+    )
+    return all(meta.get(k) is None or op(meta[k]) for k, op in checks)
+
+
+def _valid(value: Any, hint: Any, meta: dict) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return value is None or any(_valid(value, a, meta) for a in args if a is not type(None))
+    if origin is Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and _in_range(value, meta)
+    if hint is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and _in_range(float(value), meta)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        item = args[0]
+        if not isinstance(value, list | tuple) or not value:
+            return False
+        if hint is Pair and len(value) != 2:
+            return False
+        return all(_valid(v, item, meta) for v in value)
+    raise TypeError(f"unsupported schema type {hint}")
+
+
+def check_group(name: str, values: dict[str, Any], schema: type) -> None:
+    """Raises a one-line ConfigError for the first key of ``values`` (the
+    resolved group ``name``) that does not fit ``schema``."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{name}.{f.name}"
+        if f.name not in values:
+            if f.metadata["req"]:
+                raise ConfigError(
+                    f"{key}: missing (expected {_describe(hints[f.name], f.metadata)})"
+                )
+            continue
+        value = values[f.name]
+        if not _valid(value, hints[f.name], f.metadata):
+            shown = "null" if value is None else repr(value)
+            raise ConfigError(
+                f"{key}={shown}: expected {_describe(hints[f.name], f.metadata)}"
+                f" (got {type(value).__name__})"
+            )
+
+
+def _check_crop_fits_scale(dataset: dict[str, Any]) -> None:
+    crop, scale = dataset.get("crop_size"), dataset.get("scale")
+    if crop is None or scale is None:
+        return
+    if max(crop) > max(scale) or min(crop) > min(scale):
+        raise ConfigError(
+            f"dataset.crop_size={list(crop)}: larger than the base scale dataset.scale="
+            f"{list(scale)} (long, short); expected a crop that fits the image rescaled to it"
+        )
+
+
+def check_config(cfg: DictConfig, groups: tuple[str, ...] = tuple(GROUPS)) -> None:
+    """Checks the ``groups`` of a composed config against their schemas (types,
+    ranges, choices and the cross-key rules) before any data is read; raises
+    a one-line :class:`ConfigError` naming the first bad key."""
+    for name in groups:
+        if name not in cfg:
+            raise ConfigError(f"{name}: missing config group")
+        values = OmegaConf.to_container(cfg[name], resolve=True)
+        check_group(name, values, GROUPS[name])
+        if name == "dataset":
+            _check_crop_fits_scale(values)
+        if name == "evaluator":
+            check_options(
+                values["mode"], values["scales"], values["crop_size"], values["stride"],
+                values["average"],
+            )  # fmt: skip

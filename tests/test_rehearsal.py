@@ -1,0 +1,202 @@
+"""Full-resolution rehearsals: each dataset's whole pipeline on images of the
+real size, with the default worker counts, as a user runs it.
+
+data (official layout, preparation script) -> train with two validations
+(prediction grid included) -> stopped, re-run of the same command resumes ->
+tools/eval.py -> tools/infer.py on a folder. Every step runs as a real
+process under a time bound, so a hang (e.g. a DataLoader worker deadlocked
+on a thread pool it inherited) fails the test instead of stalling CI.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import ROOT, run_tool, tool_env
+from trees import make_ade, make_cityscapes, make_sbd, make_voc
+
+# Bounds per step, several times what each takes on a quiet 2-core CPU.
+TRAIN_BOUND_S = 240
+EVAL_BOUND_S = 180
+INFER_BOUND_S = 120
+
+
+def _train_and_resume(overrides: list[str], run: Path) -> None:
+    """Trains to iteration 4 with validations at 2 and 4: the first process is
+    stopped (SIGTERM) after its first validation, the same command resumes."""
+    cmd = [sys.executable, str(ROOT / "tools/train.py"), *overrides]
+    proc = subprocess.Popen(
+        cmd, env=tool_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    log = run / "train.log"
+    deadline = time.monotonic() + TRAIN_BOUND_S
+    try:
+        while not (log.is_file() and "validation at iteration 2" in log.read_text()):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no first validation within the bound: hung?"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TRAIN_BOUND_S)
+    finally:
+        if proc.poll() is None:  # a hang: kill it so that the test fails, not CI
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    stopped = torch.load(run / "checkpoints/last.pth", weights_only=True)["iteration"]
+    assert 2 <= stopped < 4
+
+    r = run_tool("train.py", overrides, timeout=TRAIN_BOUND_S)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = log.read_text()
+    assert f"resumed from {run / 'checkpoints/last.pth'} at iteration {stopped}" in text
+    assert "validation at iteration 4" in text
+    assert torch.load(run / "checkpoints/last.pth", weights_only=True)["iteration"] == 4
+    assert json.loads((run / "metrics.json").read_text())["iteration"] == 4
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    grids = events.Images("val/predictions")
+    assert sorted(g.step for g in grids) == [2, 4], "a prediction grid per validation"
+
+
+def _common(root: Path, run: Path, experiment: str) -> list[str]:
+    return [
+        f"experiment={experiment}",
+        "model=ann_r18",
+        f"dataset.root={root}",
+        f"output_dir={run}",
+        "trainer.max_iters=4",
+        "trainer.val_interval=2",
+        "trainer.ckpt_interval=2",
+        "trainer.log_interval=1",
+    ]
+
+
+def _infer(common: list[str], ckpt: Path, images: Path, out: Path) -> list[Path]:
+    r = run_tool(
+        "infer.py",
+        [*common[:3], f"checkpoint={ckpt}", f"input={images}", f"output_dir={out}"],
+        timeout=INFER_BOUND_S,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return sorted((out / "predictions" / "masks").rglob("*.png"))
+
+
+def _street_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Smooth colours with noise: compresses like a photo, unlike pure noise."""
+    small = rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
+    return np.clip(big.astype(np.int16) + rng.integers(-12, 12, big.shape), 0, 255).astype(np.uint8)
+
+
+def test_cityscapes_full_resolution(tmp_path: Path) -> None:
+    root = make_cityscapes(
+        tmp_path / "cityscapes",
+        {"train": {"aachen": 2, "bochum": 1}, "val": {"frankfurt": 2}},
+        size=(1024, 2048),
+    )
+    prep = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/prepare_cityscapes.py"), str(root), "--nproc", "2"],
+        env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    run = tmp_path / "run"
+    common = _common(root, run, "cityscapes_ann")
+    _train_and_resume(common, run)
+
+    out = tmp_path / "eval"
+    r = run_tool(
+        "eval.py",
+        [*common[:3], f"checkpoint={run / 'checkpoints/best.pth'}", f"output_dir={out}",
+         "evaluator=slide", "evaluator.scales=[0.5,0.75]", "evaluator.flip=true",
+         "evaluator.save_predictions=cityscapes"],
+        timeout=EVAL_BOUND_S,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 2 and metrics["mode"] == "slide" and metrics["flip"]
+    assert metrics["scales"] == [0.5, 0.75]
+    preds = sorted((out / "predictions").rglob("*.png"))
+    assert [p.name for p in preds] == [
+        "frankfurt_000000_000019_leftImg8bit.png",
+        "frankfurt_000001_000019_leftImg8bit.png",
+    ]
+    label_ids = np.array(Image.open(preds[0]))
+    assert label_ids.shape == (1024, 2048) and set(np.unique(label_ids)) <= set(range(34))
+
+    masks = _infer(common, run / "checkpoints/last.pth", root / "leftImg8bit/val", tmp_path / "i")
+    assert len(masks) == 2 and Image.open(masks[0]).size == (2048, 1024)
+
+
+def test_ade20k_variable_sizes(tmp_path: Path) -> None:
+    """ADE20K-style photos of varying size and orientation; evaluation always
+    rescales them (short side 512), so the main process's OpenCV pool runs
+    for the prediction grid before the second validation's workers start."""
+    sizes = [(512, 683), (768, 512), (1024, 1365), (480, 640), (600, 800)]
+    ade = make_ade(tmp_path / "ade", {"training": 5, "validation": 3}, sizes=sizes)
+    run = tmp_path / "run"
+    common = _common(ade, run, "ade20k_ann")
+    _train_and_resume(common, run)
+
+    out = tmp_path / "eval"
+    r = run_tool(
+        "eval.py",
+        [*common[:3], f"checkpoint={run / 'checkpoints/best.pth'}", f"output_dir={out}",
+         "evaluator.flip=true", "evaluator.save_predictions=color"],
+        timeout=EVAL_BOUND_S,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 3
+    assert len(list((out / "predictions").rglob("*.png"))) == 3
+
+    masks = _infer(common, run / "checkpoints/last.pth", ade / "images/validation", tmp_path / "i")
+    assert [Image.open(m).size for m in masks] == [(683, 512), (512, 768), (1365, 1024)]
+
+
+def test_voc_aug_real_sizes(tmp_path: Path) -> None:
+    """VOC 2012 + SBD at VOC's sizes (about 500×375), prepared with
+    scripts/prepare_voc_aug.py, then the voc_aug recipe."""
+    train, val = ["2008_000002", "2008_000003", "2008_000004"], ["2007_000032", "2007_000033"]
+    sizes = [(375, 500), (500, 375), (333, 500), (500, 486), (281, 500)]
+    voc = make_voc(tmp_path, train, val, sizes=sizes)
+    sbd = make_sbd(tmp_path, voc, train, ["2008_000005"])
+    prep = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/prepare_voc_aug.py"), str(voc), str(sbd),
+         "--nproc", "2"],
+        env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    run = tmp_path / "run"
+    common = _common(tmp_path / "VOCdevkit", run, "voc_aug_ann")
+    _train_and_resume(common, run)
+
+    out = tmp_path / "eval"
+    r = run_tool(
+        "eval.py",
+        [*common[:3], f"checkpoint={run / 'checkpoints/best.pth'}", f"output_dir={out}",
+         "evaluator.scales=[0.75,1.0]", "evaluator.flip=true"],
+        timeout=EVAL_BOUND_S,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 2
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes[:2]):
+        Image.fromarray(_street_image(rng, h, w)).save(images / f"photo{i}.jpg")
+    masks = _infer(common, run / "checkpoints/last.pth", images, tmp_path / "i")
+    assert [Image.open(m).size for m in masks] == [(500, 375), (375, 500)]
+
+
+pytestmark = pytest.mark.timeout(900)

@@ -1,0 +1,55 @@
+"""Files that hold pickled code are refused, with a message that never
+suggests turning the check off: checkpoints, trainer.load_from, resume,
+model.backbone.pretrained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ann.engine.trainer import train
+from ann.errors import CheckpointError, ConfigError
+from ann.models.backbones import ResNetBackbone
+from conftest import compose_cfg, tiny_train_overrides
+
+
+class RunsCode:
+    """Unpickling this would call a function, as a malicious file does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _check(message: str, key: str, path: Path, marker: Path) -> None:
+    assert message.startswith(f"{key}: {path} holds Python objects besides tensors"), message
+    assert "posix.system" in message and "not loaded, for safety" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not marker.exists()  # the payload never ran
+
+
+def test_backbone_pretrained_with_code(tmp_path: Path) -> None:
+    marker, path = tmp_path / "ran", tmp_path / "resnet18.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": RunsCode(marker)}, path)
+    with pytest.raises(ConfigError) as info:
+        ResNetBackbone(18, pretrained=str(path))
+    _check(str(info.value), "model.backbone.pretrained", path, marker)
+
+
+@pytest.mark.parametrize("key", ["trainer.load_from", "trainer.resume"])
+def test_training_refuses_checkpoints_with_code(
+    key: str, shapes_root: Path, tmp_path: Path
+) -> None:
+    marker, run = tmp_path / "ran", tmp_path / "run"
+    path = run / "checkpoints" / "last.pth" if key == "trainer.resume" else tmp_path / "w.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "iteration": 1, "x": RunsCode(marker)}, path)
+    extra = [f"trainer.load_from={path}"] if key == "trainer.load_from" else []
+    with pytest.raises(CheckpointError) as info:
+        train(compose_cfg(tiny_train_overrides(shapes_root, run, *extra)))
+    _check(str(info.value), key, path, marker)
