@@ -2,6 +2,7 @@
 rescale-crop) against an equivalent torchvision.transforms.v2 pipeline.
 
     python tools/benchmark.py data [--samples N] [--threads T] [--size W H]
+    python tools/benchmark.py data --loader [--workers W] [--samples N] [--loaders L]
 
 Both run the full Cityscapes training augmentation of DESIGN §3 (random
 keep-ratio rescale 0.5–2.0 of 2048×1024, 512×1024 crop with cat_max_ratio
@@ -129,7 +130,18 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--samples", type=int, default=40, help="timed samples per pipeline")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument("--size", type=int, nargs=2, default=(2048, 1024), metavar=("W", "H"))
+    parser.add_argument(
+        "--loader",
+        action="store_true",
+        help="compare DataLoader worker start methods instead (ann.benchmarks.loader)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="--loader: workers per loader")
+    parser.add_argument("--loaders", type=int, default=4, help="--loader: fresh loaders timed")
     args = parser.parse_args(argv)
+    if args.loader:
+        from ann.benchmarks import loader
+
+        return loader.run(args.workers, args.samples, args.loaders)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     inputs = make_inputs(4, *args.size)

@@ -32,6 +32,15 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files of saves that a hard kill interrupted
+    (``.NAME.pth.XXXX`` beside the checkpoints); returns them."""
+    stale = sorted(Path(folder).glob(".*.pth.*")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", key: str = "checkpoint"
 ) -> dict[str, Any]:

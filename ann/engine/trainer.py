@@ -28,6 +28,7 @@ from ann.data.samplers import TrainSampler
 from ann.engine.checkpoint import (
     load_checkpoint,
     load_model_weights,
+    remove_stale_temps,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -134,6 +135,9 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------
     def _restore(self) -> None:
+        if dist.is_main():
+            for path in remove_stale_temps(self.ckpt_dir):
+                log.warning("removed %s, left by a save that was interrupted", path)
         last = self.ckpt_dir / "last.pth"
         if self.tcfg.resume and last.is_file():
             state = load_checkpoint(last, self.device, key="trainer.resume")
