@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,23 @@ def run_tool(
     if nproc:
         cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd += [str(ROOT / "tools" / script), *overrides]
-    return subprocess.run(
-        cmd, env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    return run_bounded(cmd, timeout)
+
+
+def run_bounded(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``cmd`` in its own process group; past ``timeout`` seconds the
+    whole group (DataLoader workers, torchrun's ranks) is killed and
+    TimeoutExpired raised, so that a hang fails a test and leaves nothing behind."""
+    proc = subprocess.Popen(
+        cmd, env=env or tool_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)

@@ -11,6 +11,7 @@ on a thread pool it inherited) fails the test instead of stalling CI.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -33,40 +34,45 @@ INFER_BOUND_S = 120
 
 
 def _train_and_resume(overrides: list[str], run: Path) -> None:
-    """Trains to iteration 4 with validations at 2 and 4: the first process is
-    stopped (SIGTERM) after its first validation, the same command resumes."""
+    """Trains to iteration 3, validating after each: the first process is
+    stopped (SIGTERM) after its second validation (the one whose workers
+    start after the prediction grid used OpenCV in this process), the same
+    command resumes and validates a third time."""
     cmd = [sys.executable, str(ROOT / "tools/train.py"), *overrides]
+    # Its own process group, so that a hang is killed with its DataLoader
+    # workers (which would otherwise hold stderr open).
     proc = subprocess.Popen(
-        cmd, env=tool_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+        cmd, env=tool_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
     log = run / "train.log"
     deadline = time.monotonic() + TRAIN_BOUND_S
     try:
         while not (log.is_file() and "validation at iteration 2" in log.read_text()):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no first validation within the bound: hung?"
+            assert time.monotonic() < deadline, "no second validation within the bound: hung?"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=TRAIN_BOUND_S)
     finally:
         if proc.poll() is None:  # a hang: kill it so that the test fails, not CI
-            proc.kill()
-            proc.communicate()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr[-3000:]
     stopped = torch.load(run / "checkpoints/last.pth", weights_only=True)["iteration"]
-    assert 2 <= stopped < 4
+    assert stopped == 2
 
     r = run_tool("train.py", overrides, timeout=TRAIN_BOUND_S)
     assert r.returncode == 0, r.stderr[-3000:]
     text = log.read_text()
     assert f"resumed from {run / 'checkpoints/last.pth'} at iteration {stopped}" in text
-    assert "validation at iteration 4" in text
-    assert torch.load(run / "checkpoints/last.pth", weights_only=True)["iteration"] == 4
-    assert json.loads((run / "metrics.json").read_text())["iteration"] == 4
+    assert "validation at iteration 3" in text
+    assert torch.load(run / "checkpoints/last.pth", weights_only=True)["iteration"] == 3
+    assert json.loads((run / "metrics.json").read_text())["iteration"] == 3
     events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
     events.Reload()
     grids = events.Images("val/predictions")
-    assert sorted(g.step for g in grids) == [2, 4], "a prediction grid per validation"
+    assert sorted(g.step for g in grids) == [1, 2, 3], "a prediction grid per validation"
 
 
 def _common(root: Path, run: Path, experiment: str, crop: str) -> list[str]:
@@ -79,9 +85,9 @@ def _common(root: Path, run: Path, experiment: str, crop: str) -> list[str]:
         f"output_dir={run}",
         f"dataset.crop_size={crop}",
         "trainer.batch_size=2",
-        "trainer.max_iters=4",
-        "trainer.val_interval=2",
-        "trainer.ckpt_interval=2",
+        "trainer.max_iters=3",
+        "trainer.val_interval=1",
+        "trainer.ckpt_interval=1",
         "trainer.log_interval=1",
     ]
 

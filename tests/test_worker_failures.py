@@ -4,7 +4,6 @@ worker ends the run with one line naming the loader, exit 2, last.pth intact."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 
 from ann.data.loader import describe_worker_death
 from conftest import checkpoint_overrides, tiny_train_overrides
-from helpers import ROOT, TEST_CONFIGS, run_tool, tool_env
+from helpers import TEST_CONFIGS, run_bounded, run_tool, tool_env
 
 
 def test_workers_start_clean_after_the_parent_ran_opencv_threads() -> None:
@@ -35,10 +34,7 @@ def test_workers_start_clean_after_the_parent_ran_opencv_threads() -> None:
         """
     )
     env = {**tool_env(), "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=90,
-    )  # fmt: skip
+    proc = run_bounded([sys.executable, "-c", script], timeout=90, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
