@@ -38,3 +38,15 @@ def test_r101_ann_769_forward_within_24_gib() -> None:
     with open("/proc/self/status") as f:
         hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     assert hwm * 1024 < 24 * 2**30, f"peak resident set {hwm / 2**20:.1f} GiB"
+
+
+def test_loader_benchmark_measures_forkserver(tmp_path) -> None:
+    from ann.benchmarks import loader
+
+    root = loader.write_tree(tmp_path / "data", 4, width=256, height=128)
+    threads = torch.get_num_threads()
+    try:
+        r = loader.measure("forkserver", str(root), workers=1, samples=4, loaders=2)
+    finally:
+        torch.set_num_threads(threads)  # measure() sets 1, as in a worker
+    assert r["first_loader_s"] > 0 and r["later_loader_s"] > 0 and r["images_per_s"] > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -16,19 +17,30 @@ import pytest
 import torch
 
 from conftest import tiny_train_overrides
-from helpers import ROOT, TEST_CONFIGS, run_tool, tool_env
+from helpers import ROOT, run_tool, tool_env
 
-EXTRA = [TEST_CONFIGS, "model=tiny_gn", "trainer.max_iters=24", "trainer.val_interval=6",
-         "trainer.ckpt_interval=1", "trainer.keep_last=2"]  # fmt: skip
+# The small ANN (ResNet-18): its checkpoints (~130 MB with optimizer state)
+# take long enough to write that a kill can land inside a save.
+MAX_ITERS = 30
+EXTRA = [f"trainer.max_iters={MAX_ITERS}", "trainer.val_interval=10", "trainer.ckpt_interval=1",
+         "trainer.keep_last=2"]  # fmt: skip
 
 
 def _temp_files(ckpt_dir: Path) -> list[Path]:
     return list(ckpt_dir.glob(".*.pth.*")) if ckpt_dir.is_dir() else []
 
 
-def _kill_once(cmd: list[str], ckpt_dir: Path, rng: random.Random, in_save: bool) -> bool:
-    """Starts the run and SIGKILLs it (and its workers) at a random moment, or
-    the moment a checkpoint temp file appears; True if it died mid-save."""
+def _logged_iterations(log: Path) -> list[int]:
+    text = log.read_text() if log.is_file() else ""
+    return [int(m) for m in re.findall(r"iter (\d+)/", text)]
+
+
+def _kill_once(cmd: list[str], run: Path, rng: random.Random, in_save: bool) -> bool:
+    """Starts the run and SIGKILLs it (and its workers) a random time after a
+    random number of new iterations, or the moment a checkpoint temp file
+    appears; True if it died mid-save."""
+    ckpt_dir, log = run / "checkpoints", run / "train.log"
+    seen = len(_logged_iterations(log))
     proc = subprocess.Popen(
         cmd, env=tool_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -43,8 +55,13 @@ def _kill_once(cmd: list[str], ckpt_dir: Path, rng: random.Random, in_save: bool
                     mid_save = True
                     break
                 time.sleep(0.0005)
-        else:  # somewhere after start-up: imports take a few seconds
-            time.sleep(rng.uniform(3.0, 9.0))
+        else:
+            target = rng.randint(1, 3)
+            while proc.poll() is None and time.monotonic() < deadline:
+                if len(_logged_iterations(log)) - seen >= target:
+                    break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.3))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -64,18 +81,18 @@ def test_sigkill_ten_times_then_same_weights(shapes_root: Path, tmp_path: Path) 
     rng = random.Random(0)
     mid_saves, iterations = 0, []
     for k in range(10):
-        mid_saves += _kill_once(cmd, ckpt_dir, rng, in_save=k % 2 == 1)
+        mid_saves += _kill_once(cmd, run, rng, in_save=k % 2 == 1)
         if (ckpt_dir / "last.pth").is_file():  # never torn: always loads
             iterations.append(torch.load(ckpt_dir / "last.pth", weights_only=True)["iteration"])
     assert mid_saves >= 3, f"only {mid_saves} kills landed inside a save"
-    assert iterations and iterations[-1] < 24, iterations  # it was still going
+    assert iterations and iterations[-1] < MAX_ITERS, iterations  # it was still going
 
     r = run_tool("train.py", tiny_train_overrides(shapes_root, run, *EXTRA))
     assert r.returncode == 0, r.stderr[-3000:]
     assert _temp_files(ckpt_dir) == []  # stale temp files of killed saves are removed
     final = torch.load(ckpt_dir / "last.pth", weights_only=True)
     expected = torch.load(reference / "checkpoints/last.pth", weights_only=True)
-    assert final["iteration"] == 24
+    assert final["iteration"] == MAX_ITERS
     for key, value in expected["model"].items():
         assert torch.equal(final["model"][key], value), key
     best = torch.load(ckpt_dir / "best.pth", weights_only=True)

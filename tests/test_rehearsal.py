@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import ROOT, run_tool, tool_env
+from helpers import ROOT, run_bounded, run_tool, tool_env
 from trees import make_ade, make_cityscapes, make_sbd, make_voc
 
 # Bounds per step, several times what each takes on a quiet 2-core CPU.
@@ -92,6 +92,23 @@ def _common(root: Path, run: Path, experiment: str, crop: str) -> list[str]:
     ]
 
 
+def _prepare(script: str, *args: str) -> None:
+    """Runs a dataset preparation script with 2 processes, bounded."""
+    r = run_bounded([sys.executable, str(ROOT / "scripts" / script), *args, "--nproc", "2"], 120)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _eval(common: list[str], run: Path, out: Path, *options: str) -> dict:
+    """tools/eval.py on the run's best.pth with evaluator ``options``; its metrics.json."""
+    ckpt = run / "checkpoints/best.pth"
+    r = run_tool(
+        "eval.py", [*common[:3], f"checkpoint={ckpt}", f"output_dir={out}", *options],
+        timeout=EVAL_BOUND_S,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
 def _infer(common: list[str], ckpt: Path, images: Path, out: Path) -> list[Path]:
     r = run_tool(
         "infer.py",
@@ -115,25 +132,16 @@ def test_cityscapes_full_resolution(tmp_path: Path) -> None:
         {"train": {"aachen": 2, "bochum": 1}, "val": {"frankfurt": 1}},
         size=(1024, 2048),
     )
-    prep = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/prepare_cityscapes.py"), str(root), "--nproc", "2"],
-        env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert prep.returncode == 0, prep.stderr[-3000:]
+    _prepare("prepare_cityscapes.py", str(root))
     run = tmp_path / "run"
     common = _common(root, run, "cityscapes_ann", "[256,512]")
     _train_and_resume(common, run)
 
     out = tmp_path / "eval"
-    r = run_tool(
-        "eval.py",
-        [*common[:3], f"checkpoint={run / 'checkpoints/best.pth'}", f"output_dir={out}",
-         "evaluator=slide", "evaluator.scales=[0.5,0.75]", "evaluator.flip=true",
-         "evaluator.save_predictions=cityscapes"],
-        timeout=EVAL_BOUND_S,
+    metrics = _eval(
+        common, run, out, "evaluator=slide", "evaluator.scales=[0.5,0.75]",
+        "evaluator.flip=true", "evaluator.save_predictions=cityscapes",
     )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 1 and metrics["mode"] == "slide" and metrics["flip"]
     assert metrics["scales"] == [0.5, 0.75]
     preds = sorted((out / "predictions").rglob("*.png"))
@@ -158,14 +166,8 @@ def test_ade20k_variable_sizes(tmp_path: Path) -> None:
     _train_and_resume(common, run)
 
     out = tmp_path / "eval"
-    r = run_tool(
-        "eval.py",
-        [*common[:3], f"checkpoint={run / 'checkpoints/best.pth'}", f"output_dir={out}",
-         "evaluator.flip=true", "evaluator.save_predictions=color"],
-        timeout=EVAL_BOUND_S,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((out / "metrics.json").read_text())["num_images"] == 3
+    metrics = _eval(common, run, out, "evaluator.flip=true", "evaluator.save_predictions=color")
+    assert metrics["num_images"] == 3
     assert len(list((out / "predictions").rglob("*.png"))) == 6  # masks and overlays
 
     masks = _infer(common, run / "checkpoints/last.pth", ade / "images/validation", tmp_path / "i")
@@ -180,25 +182,15 @@ def test_voc_aug_real_sizes(tmp_path: Path) -> None:
     sizes = [(375, 500), (500, 375), (333, 500), (500, 486), (281, 500)]
     voc = make_voc(tmp_path, train, val, sizes=sizes)
     sbd = make_sbd(tmp_path, voc, train, ["2008_000005"])
-    prep = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/prepare_voc_aug.py"), str(voc), str(sbd),
-         "--nproc", "2"],
-        env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert prep.returncode == 0, prep.stderr[-3000:]
+    _prepare("prepare_voc_aug.py", str(voc), str(sbd))
     run = tmp_path / "run"
     common = _common(tmp_path / "VOCdevkit", run, "voc_aug_ann", "[256,256]")
     _train_and_resume(common, run)
 
-    out = tmp_path / "eval"
-    r = run_tool(
-        "eval.py",
-        [*common[:3], f"checkpoint={run / 'checkpoints/best.pth'}", f"output_dir={out}",
-         "evaluator.scales=[0.75,1.0]", "evaluator.flip=true"],
-        timeout=EVAL_BOUND_S,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((out / "metrics.json").read_text())["num_images"] == 2
+    metrics = _eval(
+        common, run, tmp_path / "eval", "evaluator.scales=[0.75,1.0]", "evaluator.flip=true"
+    )
+    assert metrics["num_images"] == 2
 
     images = tmp_path / "photos"
     images.mkdir()

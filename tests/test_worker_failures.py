@@ -48,9 +48,12 @@ def _faulty(split: str, counter: Path, die_on: int, how: str) -> list[str]:
     ]
 
 
-def _error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr[-3000:]
-    return stderr.strip().splitlines()[-1]
+def _failure(script: str, overrides: list[str]) -> str:
+    """Runs a tool that must fail as a user error: exit 2, no traceback; its last line."""
+    r = run_tool(script, overrides, timeout=180)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r.stderr.strip().splitlines()[-1]
 
 
 def _intact_iteration(line: str, run: Path) -> int:
@@ -68,9 +71,7 @@ def test_train_worker_segfault(shapes_root: Path, tmp_path: Path) -> None:
         "trainer.max_iters=8", "trainer.val_interval=100", "trainer.ckpt_interval=2",
         *_faulty("train", tmp_path / "count", 11, "SIGSEGV"),
     )  # fmt: skip
-    r = run_tool("train.py", overrides, timeout=180)
-    assert r.returncode == 2, r.stderr[-3000:]
-    line = _error_line(r.stderr)
+    line = _failure("train.py", overrides)
     assert line.startswith("error: train loader: DataLoader worker (pid"), line
     assert "SIGSEGV" in line and "image decoder" in line and "trainer.num_workers=0" in line
     assert 2 <= _intact_iteration(line, run) < 8
@@ -83,9 +84,7 @@ def test_val_worker_killed_at_the_second_validation(shapes_root: Path, tmp_path:
         shapes_root, run, TEST_CONFIGS, "model=tiny_gn", "evaluator.num_workers=1",
         *_faulty("val", tmp_path / "count", 8, "SIGKILL"),
     )  # fmt: skip
-    r = run_tool("train.py", overrides, timeout=180)
-    assert r.returncode == 2, r.stderr[-3000:]
-    line = _error_line(r.stderr)
+    line = _failure("train.py", overrides)
     assert line.startswith("error: val loader: DataLoader worker (pid"), line
     assert "SIGKILL" in line and "out of memory" in line and "evaluator.num_workers=0" in line
     assert _intact_iteration(line, run) == 2
@@ -102,9 +101,7 @@ def test_eval_worker_killed(shapes_root: Path, tmp_path: Path) -> None:
         shapes_root, run / "checkpoints/last.pth", tmp_path / "eval", "evaluator.num_workers=2",
         *_faulty("val", tmp_path / "count", 3, "SIGKILL"),
     )  # fmt: skip
-    r = run_tool("eval.py", overrides, timeout=180)
-    assert r.returncode == 2, r.stderr[-3000:]
-    line = _error_line(r.stderr)
+    line = _failure("eval.py", overrides)
     assert line.startswith("error: eval loader: DataLoader worker (pid"), line
     assert not (tmp_path / "eval" / "metrics.json").exists()
 

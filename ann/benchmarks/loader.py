@@ -45,7 +45,7 @@ def measure(method: str, root: str, workers: int, samples: int, loaders: int) ->
     """Runs in the child process: first-batch latencies of ``loaders`` fresh
     loaders and images/s over ``samples`` samples (batch 2) with ``method``."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
 
     from ann.data.folder import FolderDataset
     from ann.data.loader import build_loader, init_worker
@@ -56,13 +56,14 @@ def measure(method: str, root: str, workers: int, samples: int, loaders: int) ->
     classes = [str(i) for i in range(19)]
     dataset = FolderDataset(root, "train", classes, transforms=transform)
 
-    def loader() -> DataLoader:
+    def loader(count: int = 2) -> DataLoader:
+        sampler = RandomSampler(dataset, replacement=True, num_samples=count)
         if method == "forkserver":
-            return build_loader(dataset, batch_size=2, num_workers=workers)
+            return build_loader(dataset, batch_size=2, sampler=sampler, num_workers=workers)
         ctx = multiprocessing.get_context(method)
         return DataLoader(
-            dataset, batch_size=2, num_workers=workers, multiprocessing_context=ctx,
-            worker_init_fn=init_worker,
+            dataset, batch_size=2, sampler=sampler, num_workers=workers,
+            multiprocessing_context=ctx, worker_init_fn=init_worker,
         )  # fmt: skip
 
     first = []
@@ -72,16 +73,12 @@ def measure(method: str, root: str, workers: int, samples: int, loaders: int) ->
         next(it)
         first.append(time.perf_counter() - start)
         del it
-    it = iter(loader())
+    # Steady state: one loader over samples + 2 (the first batch is start-up).
+    it = iter(loader(samples + 2))
     next(it)
     start, seen = time.perf_counter(), 0
-    while seen < samples:
-        for batch in it:
-            seen += batch["image"].shape[0]
-            if seen >= samples:
-                break
-        else:
-            it = iter(loader())
+    for batch in it:
+        seen += batch["image"].shape[0]
     rate = seen / (time.perf_counter() - start)
     return {"first_loader_s": first[0], "later_loader_s": float(np.median(first[1:])),
             "images_per_s": rate}  # fmt: skip

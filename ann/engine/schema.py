@@ -119,7 +119,7 @@ def _describe(hint: Any, meta: dict) -> str:
         if meta.get(k) is not None
     ]
     rng = f" {' and '.join(bounds)}" if bounds else ""
-    if hint is Pair:
+    if hint == Pair:
         return f"a list of two integers{rng}, e.g. [512, 1024]"
     if origin is list:
         return f"a non-empty list of numbers{rng}"
@@ -156,7 +156,7 @@ def _valid(value: Any, hint: Any, meta: dict) -> bool:
         item = args[0]
         if not isinstance(value, list | tuple) or not value:
             return False
-        if hint is Pair and len(value) != 2:
+        if hint == Pair and len(value) != 2:
             return False
         return all(_valid(v, item, meta) for v in value)
     raise TypeError(f"unsupported schema type {hint}")
