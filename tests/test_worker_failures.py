@@ -120,3 +120,26 @@ def test_worker_death_messages(message: str, expected: str) -> None:
     line = describe_worker_death(RuntimeError(message), "train", "trainer.num_workers")
     assert line is not None and expected in line and "\n" not in line
     assert describe_worker_death(RuntimeError("CUDA out of memory"), "train", "k") is None
+
+
+class _Unpicklable:
+    """A dataset holding a lambda: fine for fork, not for a fork server."""
+
+    def __init__(self) -> None:
+        self.transform = lambda x: x
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return self.transform(index)
+
+
+def test_unpicklable_dataset_is_one_clear_line() -> None:
+    from ann.data.loader import build_loader
+    from ann.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be picklable") as info:
+        next(iter(build_loader(_Unpicklable(), num_workers=1)))
+    assert "\n" not in str(info.value) and "_Unpicklable" in str(info.value)
+    assert list(build_loader(_Unpicklable(), num_workers=0)) == [0, 1]

@@ -14,9 +14,11 @@ already parallelise over samples.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import re
 import signal
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ann.errors import DataLoaderDied
+from ann.errors import ConfigError, DataLoaderDied
 
 # What the fork server imports once, so that a worker's start is a fork, not an import.
 PRELOAD = ("__main__", "torch", "cv2", "albumentations", "ann.data.transforms")
@@ -56,7 +58,20 @@ class _Loader(DataLoader):
     """A DataLoader that registers its multi-process iterators in ``_LIVE``."""
 
     def _get_iterator(self) -> Any:
-        iterator = super()._get_iterator()
+        try:
+            with warnings.catch_warnings():
+                # torch's warning suggests fork: the start method this module avoids.
+                warnings.filterwarnings("ignore", message="Got pickle error")
+                iterator = super()._get_iterator()
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            if self.num_workers == 0 or "pickle" not in str(exc):
+                raise
+            raise ConfigError(
+                f"{type(self.dataset).__name__}: cannot be sent to DataLoader workers "
+                f"({exc}); workers start from a fork server, so the dataset and its "
+                "transforms must be picklable (no lambdas or local classes: define them at "
+                "module level), or set trainer.num_workers=0 / evaluator.num_workers=0"
+            ) from None
         if self.num_workers > 0:
             _LIVE.add(iterator)
         return iterator
