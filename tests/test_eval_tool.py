@@ -110,4 +110,4 @@ def test_tool_bad_evaluator_key(shapes_root: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"model": {}}, ckpt)
     proc = run_tool(*checkpoint_overrides(shapes_root, ckpt, tmp_path, "evaluator.mode=tiles"))
-    assert_one_line_exit_2(proc, "evaluator.mode must be one of")
+    assert_one_line_exit_2(proc, "evaluator.mode='tiles': expected one of whole, slide")
