@@ -32,8 +32,7 @@ def load_tensors(path: str | Path, key: str, map_location: str | torch.device = 
             ) from None
         raise ValueError(
             f"{key}: {path} holds Python objects besides tensors (e.g. {found.group(1)}), "
-            "which could run code "
-            "when loaded; it was not loaded, for safety. Use a file that holds only tensors "
+            "which could run code when loaded; it was not loaded, for safety. Use a file that holds only tensors "
             "(a state dict, or a checkpoint written by this framework), or re-save its "
             "tensors from trusted code with torch.save(model.state_dict(), path)"
         ) from None

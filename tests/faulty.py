@@ -58,6 +58,17 @@ class FaultyShapes(ShapesDataset):
         os.kill(os.getpid(), getattr(signal, self.how))
 
 
+class RunsCode:
+    """Unpickling this calls a function (touching ``marker``), as a malicious
+    checkpoint does; a safe loader must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
 class OpenCVResize:
     """Items that upscale a full-HD image with OpenCV: enough work that
     OpenCV runs it on its thread pool."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faulty import RunsCode
 from hydra.utils import instantiate
 
 from ann.engine.evaluate import evaluate
@@ -28,19 +29,12 @@ CASES = {
 }
 
 
-class RunsCode:
-    """Unpickling this calls a function: what a malicious checkpoint does."""
-
-    def __reduce__(self) -> tuple:
-        return (os.system, ("touch /tmp/ann-untrusted-ran",))
-
-
 @pytest.fixture(scope="module")
 def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("ckpts")
     (d / "not_a_checkpoint.pth").write_text("hello, I am a text file\n")
     torch.save({"weights": {}}, d / "no_model_key.pth")
-    torch.save({"model": {}, "hook": RunsCode()}, d / "untrusted.pth")
+    torch.save({"model": {}, "hook": RunsCode(d / "ran")}, d / "untrusted.pth")
     # the small model trained for 3 classes instead of the shapes' 5
     other = instantiate(compose_cfg(["experiment=demo", "dataset.num_classes=3"]).model)
     torch.save({"model": other.state_dict(), "iteration": 1}, d / "other_classes.pth")

@@ -4,26 +4,16 @@ model.backbone.pretrained."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from faulty import RunsCode
 
 from ann.engine.trainer import train
 from ann.errors import CheckpointError, ConfigError
 from ann.models.backbones import ResNetBackbone
 from conftest import compose_cfg, tiny_train_overrides
-
-
-class RunsCode:
-    """Unpickling this would call a function, as a malicious file does."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _check(message: str, key: str, path: Path, marker: Path) -> None:

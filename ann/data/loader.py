@@ -20,7 +20,7 @@ import signal
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -153,23 +153,22 @@ def _signal_label(description: str) -> str:
 
 
 @contextmanager
-def worker_deaths(
-    loader: str, workers_key: str, suffix: Callable[[], str] | None = None
-) -> Iterator[None]:
-    """Turns a dead-worker RuntimeError raised inside the block into a
-    :class:`DataLoaderDied` one-liner (``suffix()`` appended, e.g. which
-    checkpoint is intact); other errors pass unchanged."""
+def worker_deaths(loader: str, workers_key: str) -> Iterator[None]:
+    """Turns a dead DataLoader worker inside the block into a one-line
+    :class:`DataLoaderDied`; other errors pass unchanged."""
     try:
         yield
     except (RuntimeError, ConnectionError, EOFError) as exc:
+        if isinstance(exc, RuntimeError) and _DEATH.search(str(exc)) is None:
+            raise
         # A batch in transit from a dying worker breaks its connection first
-        # (workers hand tensors over by file descriptor): ask torch which one died.
-        # torch's own message after a timeout lacks the signal: look it up too.
+        # (workers hand tensors over by file descriptor), and torch's own
+        # message lacks the signal: look the worker's exit status up.
         death = _dead_worker_error(0.5 if isinstance(exc, RuntimeError) else 5.0) or exc
-        line = None if death is None else describe_worker_death(death, loader, workers_key)
+        line = describe_worker_death(death, loader, workers_key)
         if line is None:
             raise
-        raise DataLoaderDied(line + (suffix() if suffix else "")) from None
+        raise DataLoaderDied(line) from None
 
 
 def _dead_worker_error(wait_s: float = 5.0) -> RuntimeError | None:

@@ -37,7 +37,7 @@ from ann.engine.evaluator import unwrap, write_metrics
 from ann.engine.optim import build_optimizer
 from ann.engine.schema import check_config
 from ann.engine.visualize import prediction_grid
-from ann.errors import ConfigError, DataLoaderDied, TrainingDiverged
+from ann.errors import DataLoaderDied, TrainingDiverged
 from ann.logging_utils import setup_logging
 from ann.metrics import format_table
 
@@ -88,6 +88,7 @@ class Trainer:
     """Builds everything from the config and runs the iteration loop."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        check_config(cfg)  # before anything is built or read
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.device = dist.init_distributed(float(self.tcfg.dist_timeout_min))
@@ -112,11 +113,8 @@ class Trainer:
         self.scheduler = instantiate(
             cfg.scheduler, optimizer=self.optimizer, max_iters=self.tcfg.max_iters
         )
+        # trainer.amp_dtype is one of these: check_config has checked it.
         amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-        if str(self.tcfg.amp_dtype) not in amp_dtypes:
-            raise ConfigError(
-                f"trainer.amp_dtype must be one of {sorted(amp_dtypes)}, got {self.tcfg.amp_dtype!r}"
-            )
         self.amp_dtype = amp_dtypes[str(self.tcfg.amp_dtype)]
         self.amp = bool(self.tcfg.amp)
         self.scaler = torch.amp.GradScaler(
@@ -383,7 +381,6 @@ def train(cfg: DictConfig) -> dict:
 
     Resumes from ``<output_dir>/checkpoints/last.pth`` when ``trainer.resume``.
     """
-    check_config(cfg)
     try:
         with dist.rank_failures("trainer.dist_timeout_min"):
             return Trainer(cfg).run()
