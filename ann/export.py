@@ -14,6 +14,7 @@ from torch import nn
 
 from ann.errors import ConfigError
 from ann.logging_utils import setup_logging
+from ann.models.pretrained import without_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def export_onnx(cfg: DictConfig) -> Path:
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     setup_logging(out_dir / "export.log", True)
     opts = cfg.export
-    model = instantiate(cfg.model)
+    model = instantiate(without_pretrained(cfg.model))  # the checkpoint fills it
     state = load_checkpoint(cfg.checkpoint)
     load_model_weights(model, state, cfg.checkpoint)
     model.eval()

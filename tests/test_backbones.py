@@ -131,5 +131,25 @@ def test_bad_pretrained_through_tool_is_one_line(capsys: pytest.CaptureFixture) 
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: model.backbone.pretrained: no file at /no/such/weights.pth "
-        "(expected 'torchvision', a .pth file or null)"
+        "(expected v1c, torchvision, a .pth file or null)"
     ]
+
+
+def test_authors_deep_base_imagenet_file(tmp_path: Path) -> None:
+    """The authors' ImageNet file (conv1/bn1/conv2/bn2/conv3/bn3 of a 64/64/128
+    deep stem, optionally under prefix.) fills the stem_channels=128 backbone."""
+    torch.manual_seed(0)
+    src = ResNetBackbone(50, stem_channels=128, maxpool_ceil=True)
+    names = {"stem.0": "conv1", "stem.1": "bn1", "stem.3": "conv2", "stem.4": "bn2",
+             "stem.6": "conv3", "stem.7": "bn3"}  # fmt: skip
+    state = {}
+    for k, v in src.state_dict().items():
+        head = k[: k.index(".", 5)] if k.startswith("stem.") else None
+        state[f"prefix.{names[head]}{k[len(head) :]}" if head else k] = v.clone()
+    state["fc.weight"] = torch.zeros(1000, 2048)
+    path = tmp_path / "3x3resnet50-imagenet.pth"
+    torch.save(state, path)
+    net = ResNetBackbone(50, stem_channels=128, maxpool_ceil=True, pretrained=str(path))
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v, msg=k)
+    assert net.layer1[0].conv1.in_channels == 128 and net.maxpool.ceil_mode

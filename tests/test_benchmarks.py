@@ -29,7 +29,11 @@ def test_model_flops_counted_on_meta() -> None:
 @pytest.mark.slow
 def test_r101_ann_769_forward_within_24_gib() -> None:
     """The full-size model at the Cityscapes 769×769 crop, eval on CPU."""
-    net = instantiate(compose_cfg(["model=ann_r101", "dataset=cityscapes"]).model).eval()
+    net = instantiate(
+        compose_cfg(
+            ["model=ann_r101", "dataset=cityscapes", "model.backbone.pretrained=null"]
+        ).model
+    ).eval()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set
     with torch.no_grad():

@@ -13,7 +13,7 @@ from conftest import compose_cfg
 
 @pytest.mark.parametrize("model", ["ann_r50", "ann_r101"])
 def test_full_size_ann_forward_backward(model: str) -> None:
-    cfg = compose_cfg([f"model={model}", "dataset=cityscapes"])
+    cfg = compose_cfg([f"model={model}", "dataset=cityscapes", "model.backbone.pretrained=null"])
     net = instantiate(cfg.model)
     assert isinstance(net.decode_head, ANNHead)
     x = torch.randn(1, 3, 129, 129)
@@ -37,7 +37,7 @@ def test_full_size_ann_forward_backward(model: str) -> None:
 
 
 def test_backbone_output_stride_8() -> None:
-    cfg = compose_cfg(["model=ann_r50", "dataset=cityscapes"])
+    cfg = compose_cfg(["model=ann_r50", "dataset=cityscapes", "model.backbone.pretrained=null"])
     backbone = instantiate(cfg.model.backbone).eval()
     with torch.no_grad():
         feats = backbone(torch.randn(1, 3, 64, 64))

@@ -145,3 +145,19 @@ def test_seeded_and_eval_keeps_label_resolution() -> None:
     img, m = EvalTransform(scale=(512, 256))(image, mask)
     assert img.shape == (3, 245, 512)  # long side 203 -> 512 bounds it and m.shape == (97, 203)
     assert torch.equal(m, torch.from_numpy(mask.astype(np.int64)))
+
+
+def test_bgr_channel_order_and_its_inverse() -> None:
+    """The authors' input: BGR, pixel - Caffe mean, std 1; to_rgb undoes it."""
+    import torch
+
+    from ann.data.transforms import EvalTransform
+
+    mean = [102.9801 / 255, 115.9465 / 255, 122.7717 / 255]
+    t = EvalTransform(mean=mean, std=[1 / 255] * 3, channel_order="bgr")
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    image, _ = t(rgb, np.zeros((7, 9), np.uint8))
+    expected = rgb[..., ::-1].astype(np.float32) - np.array([102.9801, 115.9465, 122.7717])
+    torch.testing.assert_close(image, torch.from_numpy(expected).permute(2, 0, 1).float())
+    assert (t.to_rgb(image) == rgb).all()
+    assert (EvalTransform().to_rgb(EvalTransform()(rgb, rgb[..., 0])[0]) == rgb).all()

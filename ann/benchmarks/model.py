@@ -17,6 +17,8 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
+from ann.models.pretrained import without_pretrained
+
 
 def _compose(model: str):
     from pathlib import Path
@@ -33,7 +35,7 @@ def count_flops(model_name: str, h: int, w: int) -> tuple[int, int, dict[str, in
     of (1, 3, h, w), counted on the meta device."""
     cfg = _compose(model_name)
     with torch.device("meta"):
-        model = instantiate(cfg.model).eval()
+        model = instantiate(without_pretrained(cfg.model)).eval()
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False, depth=2)
     with counter, torch.no_grad():
@@ -50,7 +52,7 @@ def train_step_time(model_name: str, h: int, w: int, batch: int, repeats: int) -
     """Median seconds of one SGD training step at (batch, 3, h, w) on CPU."""
     cfg = _compose(model_name)
     torch.manual_seed(0)
-    model = instantiate(cfg.model).train()
+    model = instantiate(without_pretrained(cfg.model)).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, h, w)
     target = torch.randint(0, cfg.dataset.num_classes, (batch, h, w))

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ann.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -210,12 +212,27 @@ class _Pipeline:
     pad_to: tuple[int, int] | None = None
     ignore_index: int = 255
 
-    def __init__(self, ops: list, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, ops: list, mean: Sequence[float], std: Sequence[float], channel_order: str = "rgb"
+    ) -> None:
+        if channel_order not in ("rgb", "bgr"):
+            raise ConfigError(
+                f"transforms.channel_order must be 'rgb' or 'bgr', got {channel_order!r}"
+            )
         self.compose = A.Compose(ops)
+        # mean and std are fractions of 255 per channel, in the model's channel order.
         self.mean = np.asarray(mean, dtype=np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(std, dtype=np.float32) * 255.0)
+        self.bgr = channel_order == "bgr"
         self._mean_t = torch.from_numpy(self.mean)[:, None, None]
         self._inv_std_t = torch.from_numpy(self.inv_std)[:, None, None]
+
+    def to_rgb(self, image: Tensor) -> np.ndarray:
+        """Undoes the normalisation: (3, H, W) model input -> (H, W, 3) uint8 RGB."""
+        pixels = image.detach().cpu().float() / self._inv_std_t + self._mean_t
+        if self.bgr:
+            pixels = pixels.flip(0)
+        return pixels.clamp(0, 255).permute(1, 2, 0).round().byte().numpy()
 
     def to_tensors(
         self,
@@ -238,7 +255,8 @@ class _Pipeline:
         h, w = image.shape[:2]
         image_t = torch.zeros(3, *padded(h, w), dtype=torch.float32)
         region = image_t[:, :h, :w]
-        region.copy_(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        region.copy_(pixels.flip(0) if self.bgr else pixels)
         region.sub_(self._mean_t).mul_(self._inv_std_t)
         h, w = mask.shape
         mask_t = torch.full(padded(h, w), ignore_index, dtype=torch.int64)
@@ -270,6 +288,8 @@ class TrainTransform(_Pipeline):
         cat_max_ratio: max fraction of one class in a crop (1.0 disables).
         flip_prob: probability of a horizontal flip.
         photometric: apply :class:`PhotoMetricDistortion`.
+        mean, std: per channel, as fractions of 255, in the model's channel order.
+        channel_order: ``"rgb"`` or ``"bgr"`` (the authors' release reads BGR).
     """
 
     def __init__(
@@ -283,6 +303,7 @@ class TrainTransform(_Pipeline):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = 255,
+        channel_order: str = "rgb",
     ) -> None:
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.pad_to = self.crop_size
@@ -293,13 +314,14 @@ class TrainTransform(_Pipeline):
         ]
         if photometric:
             ops.append(PhotoMetricDistortion())
-        super().__init__(ops, mean, std)
+        super().__init__(ops, mean, std, channel_order)
 
 
 class EvalTransform(_Pipeline):
     """Keep-ratio resize of the image to ``scale`` (None keeps its size), normalise.
 
     The mask keeps its original resolution: metrics are computed there.
+    ``mean``, ``std`` and ``channel_order`` as for :class:`TrainTransform`.
     """
 
     def __init__(
@@ -307,8 +329,9 @@ class EvalTransform(_Pipeline):
         scale: Sequence[int] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        channel_order: str = "rgb",
     ) -> None:
-        super().__init__([], mean, std)
+        super().__init__([], mean, std, channel_order)
         self.scale = tuple(scale) if scale is not None else None
 
     def __call__(

@@ -17,6 +17,7 @@ from ann.engine.schema import check_config
 from ann.errors import ConfigError
 from ann.logging_utils import setup_logging
 from ann.metrics import format_table
+from ann.models.pretrained import without_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _evaluate(cfg: DictConfig, device: torch.device) -> dict:
     state = load_checkpoint(cfg.checkpoint)
     evaluator = instantiate(cfg.evaluator)
     dataset = instantiate(cfg.dataset[cfg.split])
-    model = instantiate(cfg.model)
+    model = instantiate(without_pretrained(cfg.model))  # the checkpoint fills it
     load_model_weights(model, state, cfg.checkpoint)
     model.to(device).eval()
     pred_dir = out_dir / "predictions"

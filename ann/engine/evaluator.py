@@ -153,7 +153,9 @@ class Evaluator:
                 writer.write(
                     name,
                     pred[i].cpu().numpy().astype("uint8"),
-                    denormalize(batch["image"][i]) if writer.fmt == "color" else None,
+                    denormalize(batch["image"][i], getattr(dataset, "transforms", None))
+                    if writer.fmt == "color"
+                    else None,
                     batch["mask"][i].numpy(),
                 )
 

@@ -20,6 +20,7 @@ from ann.engine.predictions import PredictionWriter
 from ann.engine.schema import check_config
 from ann.errors import ConfigError, DataError
 from ann.logging_utils import setup_logging
+from ann.models.pretrained import without_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     split = cfg.dataset.get("val") or cfg.dataset.get("train")
     transform = instantiate(split.transforms) if split.get("transforms") else None
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = instantiate(cfg.model)
+    model = instantiate(without_pretrained(cfg.model))  # the checkpoint fills it
     load_model_weights(model, state, cfg.checkpoint)
     model.to(device).eval()
     writer = PredictionWriter(

@@ -40,6 +40,7 @@ from ann.engine.visualize import prediction_grid
 from ann.errors import DataLoaderDied, TrainingDiverged
 from ann.logging_utils import setup_logging
 from ann.metrics import format_table
+from ann.models.pretrained import ensure_available, without_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def log_initialisation(model_cfg: DictConfig) -> None:
+    """Says when the backbone starts from random weights: the published recipes
+    start from ImageNet weights, and from scratch they end far lower."""
+    backbone = model_cfg.get("backbone")
+    if backbone is not None and "pretrained" in backbone and not backbone.pretrained:
+        log.warning(
+            "model.backbone.pretrained=null: the backbone trains from scratch (random "
+            "weights); the published recipes start from ImageNet weights "
+            "(model.backbone.pretrained=v1c)"
+        )
 
 
 def prepare_output_dir(cfg: DictConfig) -> Path:
@@ -101,7 +114,15 @@ class Trainer:
 
         self.train_set = instantiate(cfg.dataset.train)
         self.val_set = instantiate(cfg.dataset.val)
-        model = instantiate(cfg.model).to(self.device)
+        # A run that restores a checkpoint never needs (nor downloads) ImageNet
+        # weights; one that does fetches them before anything heavy starts.
+        restoring = self._restore_source() is not None
+        if not restoring:
+            ensure_available(cfg.model.get("backbone"))
+        model_cfg = without_pretrained(cfg.model) if restoring else cfg.model
+        model = instantiate(model_cfg).to(self.device)
+        if not restoring:
+            log_initialisation(cfg.model)
         if dist.get_world_size() > 1 and self.device.type == "cuda" and self.tcfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -132,12 +153,18 @@ class Trainer:
         self.writer = SummaryWriter(self.out_dir / "tb") if dist.is_main() else None
 
     # -- checkpoints ---------------------------------------------------------
+    def _restore_source(self) -> str | None:
+        """ "resume" or "load_from" when a checkpoint will fill the model, else None."""
+        if self.tcfg.resume and (self.ckpt_dir / "last.pth").is_file():
+            return "resume"
+        return "load_from" if self.tcfg.get("load_from") else None
+
     def _restore(self) -> None:
         if dist.is_main():
             for path in remove_stale_temps(self.ckpt_dir):
                 log.warning("removed %s, left by a save that was interrupted", path)
         last = self.ckpt_dir / "last.pth"
-        if self.tcfg.resume and last.is_file():
+        if self._restore_source() == "resume":
             state = load_checkpoint(last, self.device, key="trainer.resume")
             load_model_weights(self.model, state, last)
             self.optimizer.load_state_dict(state["optimizer"])

@@ -23,8 +23,12 @@ def colorize(
     return lut[mask.astype(np.uint8)]
 
 
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) normalised tensor -> (H, W, 3) uint8 RGB."""
+def denormalize(image: torch.Tensor, transform: object = None) -> np.ndarray:
+    """(3, H, W) normalised tensor -> (H, W, 3) uint8 RGB, by the dataset
+    transform's own ``to_rgb`` where it has one (its mean, std and channel
+    order), else by the ImageNet mean and std."""
+    if hasattr(transform, "to_rgb"):
+        return transform.to_rgb(image)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     rgb = (image.cpu().float() * std + mean).clamp(0, 1) * 255
@@ -48,7 +52,7 @@ def prediction_grid(
         if tuple(logits.shape[-2:]) != mask.shape:
             logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear")
         pred = logits.argmax(1)[0].cpu().numpy()
-        rgb = denormalize(sample["image"])
+        rgb = denormalize(sample["image"], getattr(dataset, "transforms", None))
         if rgb.shape[:2] != mask.shape:
             rgb = np.asarray(
                 torch.nn.functional.interpolate(

@@ -10,6 +10,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ann.errors import ConfigError
+from ann.models import pretrained as published
 from ann.safe_load import load_tensors
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,14 @@ class ResNetBackbone(nn.Module):
         output_stride: 8 (layer3 dilation 2, layer4 dilation 4) or 16.
         stem: ``"standard"`` (torchvision's 7×7 conv) or ``"deep"`` (three 3×3
             convs, the "V1c" layout of the reference code).
-        pretrained: None, ``"torchvision"`` (ImageNet weights) or a file path.
+        stem_channels: output width of the deep stem, whose convs are
+            stem_channels/2, stem_channels/2, stem_channels wide: 64 for V1c
+            and mmsegmentation, 128 for the authors' release (depth ≥ 50).
+        maxpool_ceil: round the stem max-pool's output size up (the authors'
+            release) instead of down.
+        pretrained: None (from scratch), ``"v1c"`` (the published V1c ImageNet
+            weights for this depth, fetched into torch's hub cache),
+            ``"torchvision"`` (torchvision's ImageNet weights) or a file path.
         norm_eval: keep BatchNorm layers in eval mode during training.
         frozen_stages: freeze the stem and the first ``frozen_stages`` layers.
 
@@ -65,6 +73,8 @@ class ResNetBackbone(nn.Module):
         pretrained: str | None = None,
         norm_eval: bool = False,
         frozen_stages: int = -1,
+        stem_channels: int = 64,
+        maxpool_ceil: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
@@ -75,26 +85,38 @@ class ResNetBackbone(nn.Module):
             )
         if stem not in ("deep", "standard"):
             raise ConfigError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
+        if stem_channels != 64 and (stem != "deep" or depth < 50):
+            raise ConfigError(
+                "model.backbone.stem_channels other than 64 needs stem=deep and depth >= 50, "
+                f"got stem_channels={stem_channels}, stem={stem!r}, depth={depth}"
+            )
         net = getattr(torchvision.models, _DEPTHS[depth])(weights=None)
         self.depth = depth
         self.stem_type = stem
         self.norm_eval = norm_eval
         self.frozen_stages = frozen_stages
         if stem == "deep":
+            half = stem_channels // 2
             self.stem = nn.Sequential(
-                nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(32),
+                nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(half),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(32, 32, 3, padding=1, bias=False),
-                nn.BatchNorm2d(32),
+                nn.Conv2d(half, half, 3, padding=1, bias=False),
+                nn.BatchNorm2d(half),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(32, 64, 3, padding=1, bias=False),
-                nn.BatchNorm2d(64),
+                nn.Conv2d(half, stem_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(stem_channels),
                 nn.ReLU(inplace=True),
             )
+            if stem_channels != 64:
+                # The first bottleneck reads the stem: widen its 1×1 conv and shortcut.
+                first = net.layer1[0]
+                first.conv1 = nn.Conv2d(stem_channels, first.conv1.out_channels, 1, bias=False)
+                out = first.downsample[0].out_channels
+                first.downsample[0] = nn.Conv2d(stem_channels, out, 1, bias=False)
         else:
             self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
-        self.maxpool = net.maxpool
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=maxpool_ceil)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1,
             net.layer2,
@@ -112,8 +134,9 @@ class ResNetBackbone(nn.Module):
         self._freeze()
 
     def load_pretrained(self, pretrained: str) -> None:
-        """Loads ImageNet weights: ``"torchvision"`` (torchvision's weights API)
-        or a local file with torchvision-style or mmsegmentation/V1c-style keys
+        """Loads ImageNet weights: ``"v1c"`` (mmsegmentation's V1c file for
+        this depth, from torch's hub cache, downloaded there once),
+        ``"torchvision"`` (torchvision's weights API) or a local file with torchvision-style or mmsegmentation/V1c-style keys
         (optionally under ``state_dict``/``model`` and prefixed ``backbone.``
         or ``module.``). Keys are mapped to this module's names; tensors whose
         shape does not fit (e.g. a 7×7 stem into the deep stem) are skipped;
@@ -134,12 +157,22 @@ class ResNetBackbone(nn.Module):
                     "model.backbone.pretrained=/path/to/file.pth (or put it in "
                     "$TORCH_HOME/hub/checkpoints/)"
                 ) from None
+            source = f"torchvision ({weights.url})"
         else:
-            path = Path(pretrained)
+            if published.is_short_name(pretrained):
+                if self.stem_type != "deep":
+                    raise ConfigError(
+                        "model.backbone.pretrained=v1c holds a deep stem: set "
+                        "model.backbone.stem=deep (or pretrained=torchvision for stem=standard)"
+                    )
+                path = published.fetch(published.v1c_url(self.depth, pretrained))
+            else:
+                path = Path(pretrained)
+            source = f"{pretrained} ({path})" if published.is_short_name(pretrained) else str(path)
             if not path.is_file():
                 raise ConfigError(
                     f"model.backbone.pretrained: no file at {path} "
-                    "(expected 'torchvision', a .pth file or null)"
+                    "(expected v1c, torchvision, a .pth file or null)"
                 )
             try:
                 state = load_tensors(path, "model.backbone.pretrained")
@@ -161,7 +194,7 @@ class ResNetBackbone(nn.Module):
                 f"(e.g. key {next(iter(state), None)!r}); expected torchvision or mmseg keys"
             )
         self.load_state_dict(fits, strict=False)
-        log.info("backbone weights from %s: %d tensors loaded", pretrained, len(fits))
+        log.info("ImageNet weights from %s: %d tensors loaded", source, len(fits))
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("skipped", skipped)):
             if keys:
                 log.warning("backbone weights: %d %s key(s): %s", len(keys), what, keys[:10])
@@ -196,21 +229,24 @@ def map_backbone_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
     torchvision: ``conv1``/``bn1`` -> ``stem.0``/``stem.1``, ``fc.*`` dropped.
     mmsegmentation ResNetV1c: ``stem.0/1/3/4/6/7`` and ``layerN.i.{conv,bn}k``,
-    ``layerN.0.downsample.0/1`` already match ours. A whole segmentor
-    checkpoint keeps only its ``backbone.*`` entries; ``module.`` is stripped.
+    ``layerN.0.downsample.0/1`` already match ours. The authors' deep-base
+    ImageNet file: ``[prefix.]{conv,bn}{1,2,3}`` -> ``stem.0/1/3/4/6/7``. A
+    whole segmentor checkpoint keeps only its ``backbone.*`` entries;
+    ``module.`` is stripped.
     """
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    state = {k.removeprefix("prefix."): v for k, v in state.items()}
+    stem = {"conv1": "stem.0", "bn1": "stem.1"}
+    if "conv2.weight" in state:  # a deep stem saved without a container
+        stem.update({"conv2": "stem.3", "bn2": "stem.4", "conv3": "stem.6", "bn3": "stem.7"})
     out = {}
     for k, v in state.items():
         if k.startswith("fc."):
             continue
-        if k.startswith("conv1."):
-            k = "stem.0." + k[len("conv1.") :]
-        elif k.startswith("bn1."):
-            k = "stem.1." + k[len("bn1.") :]
-        out[k] = v
+        head, _, rest = k.partition(".")
+        out[f"{stem[head]}.{rest}" if head in stem else k] = v
     return out
 
 

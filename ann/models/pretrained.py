@@ -1,0 +1,100 @@
+"""Published ImageNet weights by short name, fetched once into torch's hub cache."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import urllib.error
+from pathlib import Path
+
+import torch.hub
+from omegaconf import DictConfig, open_dict
+
+from ann.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The ResNet-V1c (deep stem 32/32/64) ImageNet weights that mmsegmentation's
+# recipes start from ("open-mmlab://resnet50_v1c"). The 8 hex digits in each
+# name are the start of the file's SHA-256, which torch.hub checks on download.
+V1C_URLS = {
+    50: "https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth",
+    101: "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth",
+}
+# mmsegmentation's own spelling of the same files, accepted as aliases.
+_ALIASES = {"open-mmlab://resnet50_v1c": (50, "v1c"), "open-mmlab://resnet101_v1c": (101, "v1c")}
+SHORT_NAMES = ("v1c", "torchvision")
+
+
+def is_short_name(pretrained: str | None) -> bool:
+    """True for the names this module resolves (``v1c``, ``open-mmlab://resnetXX_v1c``)."""
+    return pretrained == "v1c" or pretrained in _ALIASES
+
+
+def cache_path(url: str) -> Path:
+    """Where torch.hub keeps ``url``: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def v1c_url(depth: int, pretrained: str = "v1c") -> str:
+    """The V1c weights URL for a ResNet ``depth`` (50 or 101)."""
+    if pretrained in _ALIASES and _ALIASES[pretrained][0] != depth:
+        raise ConfigError(
+            f"model.backbone.pretrained={pretrained} is for ResNet-{_ALIASES[pretrained][0]}, "
+            f"but model.backbone.depth={depth}; use model.backbone.pretrained=v1c"
+        )
+    if depth not in V1C_URLS:
+        raise ConfigError(
+            f"model.backbone.pretrained=v1c: V1c ImageNet weights are published for depth "
+            f"{sorted(V1C_URLS)}, not {depth}; pass a .pth file or model.backbone.pretrained=null"
+        )
+    return V1C_URLS[depth]
+
+
+def fetch(url: str) -> Path:
+    """Returns the cached copy of ``url``, downloading it first (progress bar,
+    SHA-256 prefix checked) if the cache lacks it. Offline, raises one
+    :class:`ConfigError` line naming the URL and the exact cache path."""
+    path = cache_path(url)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hash_prefix = torch.hub.HASH_REGEX.search(path.name)
+    try:
+        # Writes to a temporary file and renames it, so a broken download never sits in the cache.
+        torch.hub.download_url_to_file(
+            url, str(path), hash_prefix=hash_prefix.group(1) if hash_prefix else None
+        )
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            f"model.backbone.pretrained: could not download {url} ({reason}); place a copy "
+            f"at {path}, or pass model.backbone.pretrained=null to train from scratch on purpose"
+        ) from None
+    except RuntimeError as exc:  # torch.hub's hash mismatch
+        raise ConfigError(
+            f"model.backbone.pretrained: the download of {url} is damaged ({exc}); "
+            "it was not kept, run again"
+        ) from None
+    log.info("downloaded %s to %s", url, path)
+    return path
+
+
+def ensure_available(backbone_cfg: object) -> None:
+    """Fetches a backbone config's named ImageNet weights now, so that an
+    offline run stops before it reads any data. A no-op for files and null."""
+    pretrained = getattr(backbone_cfg, "get", lambda *_: None)("pretrained")
+    if isinstance(pretrained, str) and is_short_name(pretrained):
+        fetch(v1c_url(int(backbone_cfg.get("depth", 50)), pretrained))
+
+
+def without_pretrained(model_cfg: DictConfig) -> DictConfig:
+    """A copy of a model config whose backbone loads no ImageNet weights, for
+    models that a checkpoint will fill (eval, infer, export, resume, load_from):
+    they never download and work offline."""
+    cfg = copy.deepcopy(model_cfg)
+    backbone = cfg.get("backbone")
+    if isinstance(backbone, DictConfig) and "pretrained" in backbone:
+        with open_dict(cfg):
+            cfg.backbone.pretrained = None
+    return cfg

@@ -1,0 +1,8 @@
+"""Convert a published ANN checkpoint: python tools/convert.py {mmseg,official} INPUT OUTPUT"""
+
+import sys
+
+from ann.convert import main
+
+if __name__ == "__main__":
+    sys.exit(main())
