@@ -170,48 +170,54 @@ def test_load_from_a_converted_checkpoint_fine_tunes(
     assert json.loads((run / "metrics.json").read_text())["iteration"] == 1
 
 
+def convert_and_eval(
+    source: str, src: Path, tmp: Path, size: tuple[int, int], overrides: list[str], timeout: int
+) -> tuple[Path, Path]:
+    """tools/convert.py, then tools/eval.py with ``overrides`` on a Cityscapes
+    tree of two val images of ``size``; returns (tree root, eval output dir)."""
+    out = tmp / "converted.pth"
+    assert run_tool("convert.py", [source, str(src), str(out)], timeout=120).returncode == 0
+    root = make_cityscapes(tmp / "cs", {"train": {"aachen": 1}, "val": {"ulm": 2}}, size)
+    run = tmp / "eval"
+    args = [*overrides, f"checkpoint={out}", f"dataset.root={root}", f"output_dir={run}"]
+    proc = run_tool("eval.py", args, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_images"] == 2 and len(metrics["per_class"]) == 19
+    return root, run
+
+
 def test_eval_tool_on_a_converted_mmseg_model(
     mmseg_file: tuple[nn.Module, Path], tmp_path: Path
 ) -> None:
     """tools/convert.py then tools/eval.py with the matching experiment, the
     evaluation size cut to CPU scale (the full-size run is marked slow)."""
-    _, src = mmseg_file
-    out = tmp_path / "ann.pth"
-    assert run_tool("convert.py", ["mmseg", str(src), str(out)], timeout=120).returncode == 0
-    root = make_cityscapes(tmp_path / "cs", {"train": {"aachen": 1}, "val": {"ulm": 2}}, (128, 256))
-    run = tmp_path / "eval"
-    proc = run_tool("eval.py", ["experiment=cityscapes_ann_769", f"checkpoint={out}",
-                                f"dataset.root={root}", f"output_dir={run}",
-                                "dataset.scale=[256,128]", "dataset.crop_size=[97,97]",
-                                "evaluator.crop_size=[97,97]",
-                                "evaluator.stride=[65,65]"], timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["num_images"] == 2 and metrics["mode"] == "slide"
-    assert len(metrics["per_class"]) == 19
+    overrides = ["experiment=cityscapes_ann_769", "dataset.scale=[256,128]",
+                 "dataset.crop_size=[97,97]", "evaluator.crop_size=[97,97]",
+                 "evaluator.stride=[65,65]"]  # fmt: skip
+    _, run = convert_and_eval("mmseg", mmseg_file[1], tmp_path, (128, 256), overrides, 300)
+    assert json.loads((run / "metrics.json").read_text())["mode"] == "slide"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_eval_tool_on_a_converted_mmseg_model_at_full_size(
+@pytest.mark.timeout(900)
+def test_eval_and_infer_tools_on_a_converted_mmseg_model_at_full_size(
     mmseg_file: tuple[nn.Module, Path], tmp_path: Path
 ) -> None:
     """The two commands of docs/model_zoo.md: convert, then tools/eval.py with
-    the matching experiment and no other override than the data: whole
-    1024x2048 inference of the R-50 model on a Cityscapes val image."""
-    ref, src = mmseg_file
-    out = tmp_path / "ann.pth"
-    assert run_tool("convert.py", ["mmseg", str(src), str(out)], timeout=120).returncode == 0
-    root = make_cityscapes(
-        tmp_path / "cs", {"train": {"aachen": 1}, "val": {"ulm": 1}}, (1024, 2048)
-    )
-    run = tmp_path / "eval"
-    proc = run_tool("eval.py", ["experiment=cityscapes_ann", f"checkpoint={out}",
-                                f"dataset.root={root}", f"output_dir={run}"], timeout=400)  # fmt: skip
+    the matching experiment and no other override than the data (whole
+    1024x2048 inference of the R-50 model); then tools/infer.py on the images."""
+    from PIL import Image
+
+    root, _ = convert_and_eval("mmseg", mmseg_file[1], tmp_path, (1024, 2048),
+                               ["experiment=cityscapes_ann"], 600)  # fmt: skip
+    images = root / "leftImg8bit" / "val" / "ulm"
+    proc = run_tool("infer.py", ["experiment=cityscapes_ann", f"input={images}",
+                                 f"checkpoint={tmp_path / 'converted.pth'}",
+                                 f"output_dir={tmp_path / 'infer'}"], timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["num_images"] == 1 and metrics["mode"] == "whole"
-    assert len(metrics["per_class"]) == 19 and 0.0 <= metrics["mIoU"] <= 1.0
+    masks = sorted((tmp_path / "infer" / "predictions" / "masks").glob("*.png"))
+    assert len(masks) == 2 and Image.open(masks[0]).size == (2048, 1024)
 
 
 @pytest.mark.slow
@@ -225,22 +231,15 @@ def test_eval_tool_on_the_converted_official_model_at_full_size(
     from PIL import Image
 
     ref, src = official_file
-    out = tmp_path / "annn.pth"
-    assert run_tool("convert.py", ["official", str(src), str(out)], timeout=120).returncode == 0
-    root = make_cityscapes(
-        tmp_path / "cs", {"train": {"aachen": 1}, "val": {"ulm": 1}}, (1024, 2048)
-    )
-    run = tmp_path / "eval"
-    proc = run_tool("eval.py", ["experiment=cityscapes_ann_official", f"checkpoint={out}",
-                                f"dataset.root={root}", f"output_dir={run}",
-                                "evaluator.save_predictions=trainid"], timeout=700)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    image = next((root / "leftImg8bit" / "val").rglob("*.png"))
+    overrides = ["experiment=cityscapes_ann_official", "evaluator.save_predictions=trainid"]
+    root, run = convert_and_eval("official", src, tmp_path, (1024, 2048), overrides, 800)
+    image = sorted((root / "leftImg8bit" / "val").rglob("*.png"))[0]
+    frame = image.name.removesuffix("_leftImg8bit.png")
     bgr = np.asarray(Image.open(image).convert("RGB"))[..., ::-1].astype(np.float32)
     x = torch.from_numpy(bgr - np.array([102.9801, 115.9465, 122.7717], np.float32))
     with torch.no_grad():
         expected = ref(x.permute(2, 0, 1)[None].contiguous())[1].argmax(1)[0].numpy()
-    pred_file = next((run / "predictions").rglob("*.png"))
+    pred_file = next(f for f in (run / "predictions").rglob("*.png") if f.name.startswith(frame))
     agree = (np.asarray(Image.open(pred_file)) == expected).mean()
     assert agree > 0.999, agree
 
