@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -10,6 +9,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ann.dist_env import cuda_index, launch_env
 from ann.errors import RankFailure
 
 
@@ -30,19 +30,23 @@ def is_main() -> bool:
 
 
 def init_distributed(timeout_min: float = 30.0) -> torch.device:
-    """Joins the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK).
+    """Joins the process group the launcher describes: torchrun's variables,
+    else a submitit job's or an srun step's (precedence: :mod:`ann.dist_env`).
 
-    Uses nccl with one GPU per local rank when CUDA is present, gloo on CPU.
+    Uses nccl with one GPU per task when CUDA is present (device 0 when the
+    task sees one GPU, its local rank when it sees the node's), gloo on CPU.
     A collective that waits longer than ``timeout_min`` minutes for another
     rank fails instead of hanging. Returns the device this process computes
-    on. Without torchrun's variables it starts nothing and returns cuda:0 or cpu.
+    on. Alone it starts nothing and returns cuda:0 or cpu.
     """
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    where = launch_env()
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    device = torch.device("cpu")
     if cuda:
+        device = torch.device("cuda", cuda_index(where.local_rank, torch.cuda.device_count()))
         torch.cuda.set_device(device)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_dist():
+    if where.world_size > 1 and not is_dist():
+        where.export()
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
             init_method="env://",

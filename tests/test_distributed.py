@@ -25,10 +25,17 @@ def _exact_data(*extra: str) -> list[str]:
     return ["dataset.train.transforms.ratio_range=[1.0,1.0]", *extra]
 
 
-def test_two_process_run_shares_one_output_dir(shapes_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+@pytest.fixture(scope="module")
+def torchrun_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo run on 2 gloo ranks under torchrun."""
+    out = tmp_path_factory.mktemp("torchrun") / "ddp"
     result = run_tool("train.py", tiny_train_overrides(shapes_root, out), nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_two_process_run_shares_one_output_dir(torchrun_run: Path) -> None:
+    out = torchrun_run
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "best.pth",
         "iter_0000002.pth",
@@ -91,3 +98,28 @@ def test_two_process_eval_on_odd_count_equals_one_process(tmp_path: Path) -> Non
         metrics[nproc] = json.loads((out / "metrics.json").read_text())
     assert metrics[1]["num_images"] == 5
     assert metrics[1] == metrics[2]
+
+
+@pytest.mark.timeout(300)
+def test_submitit_local_two_tasks_match_torchrun(
+    shapes_root: Path, tmp_path: Path, torchrun_run: Path
+) -> None:
+    """Hydra's submitit launcher, 2 tasks on this machine (gloo): the ranks
+    find each other from submitit's job environment, share one run directory
+    and end with torchrun's metrics.json exactly."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the [cluster] extra
+    sweep = tmp_path / "sweep"
+    overrides = tiny_train_overrides(shapes_root, tmp_path / "unused")
+    launcher = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.nodes=1",
+                "hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0",
+                "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    # -m runs a sweep: output_dir comes from the sweep directory, not the override.
+    result = run_tool("train.py", [*launcher, *[o for o in overrides if "output_dir" not in o]])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = [p.parent for p in sweep.rglob("metrics.json")]
+    assert "on cpu x2" in (run / "train.log").read_text()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        p.name for p in (torchrun_run / "checkpoints").iterdir()
+    )
+    ours = json.loads((run / "metrics.json").read_text())
+    assert ours == json.loads((torchrun_run / "metrics.json").read_text())
