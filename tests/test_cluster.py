@@ -103,7 +103,9 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", step_then_signal)
     out = tmp_path / "run"
     try:
-        trainer_mod.train(compose_cfg(tiny_train_overrides(shapes_root, out)))
+        trainer_mod.train(
+            compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2"))
+        )
         assert calls == [signal.SIGUSR2]
         assert torch.load(out / "checkpoints/last.pth", weights_only=True)["iteration"] == 1
         assert "signal received: saved" in (out / "train.log").read_text()

@@ -97,7 +97,7 @@ def test_mmseg_logits_equal_the_source(
     assert done.experiments == ["cityscapes_ann"]  # from meta["config"]: not 769
     ref = ref.to(dtype)
     torch.manual_seed(0)
-    x = torch.randn(1, 3, 97, 129, dtype=dtype)
+    x = torch.randn(1, 3, 65, 97, dtype=dtype)
     with torch.no_grad():
         # 512x1024 recipe: whole image, align_corners=False.
         ours = model_for("cityscapes_ann", out).to(dtype)
@@ -124,7 +124,7 @@ def test_official_logits_equal_the_source(
     assert done.experiments == ["cityscapes_ann_official"]
     ref = ref.to(dtype)
     torch.manual_seed(0)
-    x = torch.randn(1, 3, 97, 129, dtype=dtype)  # ceil-mode pooling: odd feature sizes
+    x = torch.randn(1, 3, 65, 97, dtype=dtype)  # ceil-mode pooling: odd feature sizes
     ours = model_for("cityscapes_ann_official", out).to(dtype)
     with torch.no_grad():
         assert rel_err(ours(x), ref(x)[1]) < tol
@@ -192,11 +192,10 @@ def test_eval_tool_on_a_converted_mmseg_model(
 ) -> None:
     """tools/convert.py then tools/eval.py with the matching experiment, the
     evaluation size cut to CPU scale (the full-size run is marked slow)."""
-    overrides = ["experiment=cityscapes_ann_769", "dataset.scale=[256,128]",
-                 "dataset.crop_size=[97,97]", "evaluator.crop_size=[97,97]",
-                 "evaluator.stride=[65,65]"]  # fmt: skip
+    overrides = ["experiment=cityscapes_ann", "dataset.scale=[256,128]",
+                 "dataset.crop_size=[96,96]"]  # fmt: skip
     _, run = convert_and_eval("mmseg", mmseg_file[1], tmp_path, (128, 256), overrides, 300)
-    assert json.loads((run / "metrics.json").read_text())["mode"] == "slide"
+    assert json.loads((run / "metrics.json").read_text())["mode"] == "whole"
 
 
 @pytest.mark.slow

@@ -155,6 +155,7 @@ def test_cityscapes_full_resolution(tmp_path: Path) -> None:
     assert len(masks) == 1 and Image.open(masks[0]).size == (2048, 1024)
 
 
+@pytest.mark.slow
 def test_ade20k_variable_sizes(tmp_path: Path) -> None:
     """ADE20K-style photos of varying size and orientation; evaluation always
     rescales them (short side 512), so the main process's OpenCV pool runs

@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
 
 from ann import dist
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.engine.evaluator import write_metrics
+from ann.engine.plots import write_eval_plots
 from ann.engine.schema import check_config
 from ann.errors import ConfigError
 from ann.logging_utils import setup_logging
@@ -24,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict:
     """Loads ``cfg.checkpoint`` into ``cfg.model`` and evaluates ``cfg.split``
-    of the dataset; writes eval.log, metrics.json and metrics.csv to
-    ``cfg.output_dir`` and returns the metrics."""
+    of the dataset; writes eval.log, metrics.json, metrics.csv,
+    confusion_matrix.png and per_class_iou.png to ``cfg.output_dir`` (the two
+    figures also to TensorBoard under ``tb/``) and returns the metrics."""
     check_config(cfg, ("evaluator", "dataset"))
     device = dist.init_distributed(float(cfg.trainer.get("dist_timeout_min", 30)))
     try:
@@ -68,6 +71,16 @@ def _evaluate(cfg: DictConfig, device: torch.device) -> dict:
         write_metrics(metrics, out_dir / "metrics.json")
         write_metrics_csv(metrics, out_dir / "metrics.csv")
         log.info("wrote %s", out_dir / "metrics.json")
+        with SummaryWriter(str(out_dir / "tb")) as writer:
+            figures = write_eval_plots(
+                evaluator.last_confusion,
+                metrics,
+                out_dir,
+                f"{cfg.dataset.name}/{cfg.split}",
+                writer=writer,
+                step=metrics["iteration"],
+            )
+        log.info("wrote %s (also in TensorBoard: %s)", ", ".join(map(str, figures)), out_dir / "tb")
         if evaluator.save_predictions:
             log.info("wrote %s predictions under %s", evaluator.save_predictions, pred_dir)
         if evaluator.save_predictions == "cityscapes":

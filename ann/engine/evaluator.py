@@ -45,6 +45,10 @@ class Evaluator:
         num_workers: data loader workers.
         average: ``"prob"`` (softmax probabilities, the reference) or
             ``"logits"``: what is averaged over scales and flips.
+
+    After :meth:`evaluate`, ``last_confusion`` holds that evaluation's (K, K)
+    int64 confusion matrix on the CPU (rows ground truth, summed over ranks),
+    for plots: metrics.json itself never carries the matrix.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class Evaluator:
             )
         self.save_predictions = save_predictions
         self.num_workers = num_workers
+        self.last_confusion: Tensor | None = None
 
     def predict(self, model: nn.Module, image: Tensor, out_size: tuple[int, int]) -> Tensor:
         """Averaged scores of the configured mode/scales/flip:
@@ -129,6 +134,7 @@ class Evaluator:
             for batch in bar:
                 self._step(net, batch, device, conf, writer, dataset)
         dist.all_reduce_sum(conf)
+        self.last_confusion = conf.cpu()
         net.train(was_training)
         metrics = compute_metrics(conf, dataset.classes)
         metrics.update(num_images=len(dataset), scales=self.scales, flip=self.flip, mode=self.mode)

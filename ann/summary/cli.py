@@ -1,0 +1,47 @@
+"""The command line: ``python tools/summarize.py DIR [DIR ...] [--out PREFIX]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ann.errors import UserError
+from ann.summary.configurations import summarize
+from ann.summary.report import to_markdown, write_summary
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error: ...`` line, exit 2, like the tools."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} ({self.format_usage().strip()})", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python tools/summarize.py DIR [DIR ...] [--out PREFIX]``; prints the
+    markdown summary, writes it and the CSV files, returns the exit status
+    (2 for a user error, printed as one line)."""
+    parser = _Parser(
+        prog="tools/summarize.py",
+        description="Summarise runs (seed sweeps) per configuration: mIoU mean ± std over seeds.",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="folders to search for runs")
+    parser.add_argument(
+        "--out",
+        metavar="PREFIX",
+        help="where to write summary.md, summary.csv, summary_per_class.csv: a folder, or a "
+        "prefix for the file names (default: the first DIR)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize(args.dirs)
+        paths = write_summary(summary, args.out if args.out is not None else Path(args.dirs[0]))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(to_markdown(summary), end="")
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    return 0

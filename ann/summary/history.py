@@ -1,0 +1,107 @@
+"""A training run's course: its validations' mIoU, the last iteration it
+reached and its wall time, from its TensorBoard event files (``tb/``, the
+scalars the trainer writes, ``val/mIoU`` at each validation) or else its
+train.log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+# The TensorBoard tag the trainer writes each validation's mIoU under.
+VAL_MIOU_TAG = "val/mIoU"
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+_LOG_ITER = re.compile(r" iter (\d+)/(\d+) ")
+_LOG_VAL = re.compile(r" validation at iteration (\d+):")
+_LOG_MIOU = re.compile(r"^mIoU +([\d.]+) ")
+
+
+@dataclass
+class _Curve:
+    """What a training run's TensorBoard files and train.log say about its course."""
+
+    val_miou: dict[int, float] = field(default_factory=dict)  # iteration -> mIoU
+    last_iteration: int | None = None
+    wall_time_s: float | None = None
+
+
+def read_tensorboard(tb_dir: Path) -> _Curve | None:
+    """Validation mIoU per iteration, the last iteration logged and the wall
+    time from the event files in ``tb_dir``; None when there are none.
+
+    Each start of a run (a resume too) writes a new event file. The wall time
+    is the sum over files of first to last event, so it leaves out the time
+    between a kill and the resume (and the model set-up before each start).
+    A resume from an earlier checkpoint repeats the iterations after it: the
+    steps at or after the first step of a later file are replaced by that file's.
+    """
+    files = sorted(tb_dir.glob("events.out.tfevents.*"), key=_event_file_order)
+    if not files:
+        return None
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    curve = _Curve()
+    total_time = 0.0
+    for file in files:
+        # 0 keeps every scalar (the default samples 10,000 per tag); the
+        # prediction images are not needed.
+        acc = ea.EventAccumulator(
+            str(file), size_guidance={ea.SCALARS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.TENSORS: 1}
+        )
+        try:
+            acc.Reload()
+        except Exception:  # noqa: BLE001 - a truncated file of a killed run: use what loaded
+            pass
+        events = [e for tag in acc.Tags().get("scalars", []) for e in acc.Scalars(tag)]
+        if not events:
+            continue
+        first_step = min(e.step for e in events)
+        curve.val_miou = {s: v for s, v in curve.val_miou.items() if s < first_step}
+        if VAL_MIOU_TAG in acc.Tags()["scalars"]:
+            curve.val_miou.update({int(e.step): float(e.value) for e in acc.Scalars(VAL_MIOU_TAG)})
+        curve.last_iteration = max(e.step for e in events)
+        try:  # the writer's first event, written before the first iteration
+            start = acc.FirstEventTimestamp()
+        except ValueError:
+            start = min(e.wall_time for e in events)
+        total_time += max(e.wall_time for e in events) - start
+    if curve.last_iteration is None:
+        return None
+    curve.wall_time_s = total_time
+    return curve
+
+
+def read_train_log(log_file: Path) -> _Curve | None:
+    """The same as :func:`read_tensorboard` from train.log, for a run without
+    event files: mIoU there has 2 decimals (a percentage), and the wall time is
+    first to last line, gaps between a kill and a resume included."""
+    if not log_file.is_file():
+        return None
+    curve = _Curve()
+    times: list[datetime] = []
+    pending: int | None = None  # a validation whose table is being read
+    for line in log_file.read_text(errors="replace").splitlines():
+        if m := _LOG_TIME.match(line):
+            times.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f"))
+        if m := _LOG_ITER.search(line):
+            curve.last_iteration = max(curve.last_iteration or 0, int(m.group(1)))
+        if m := _LOG_VAL.search(line):
+            pending = int(m.group(1))
+        elif pending is not None and (m := _LOG_MIOU.match(line)):
+            curve.val_miou[pending] = float(m.group(1)) / 100
+            curve.last_iteration = max(curve.last_iteration or 0, pending)
+            pending = None
+    if len(times) >= 2:
+        curve.wall_time_s = (times[-1] - times[0]).total_seconds()
+    return curve
+
+
+def _event_file_order(path: Path) -> tuple:
+    """events.out.tfevents.<unix time>.<host>...: oldest first."""
+    parts = path.name.split(".")
+    stamp = parts[3] if len(parts) > 3 else ""
+    return (int(stamp) if stamp.isdigit() else 0, path.name)

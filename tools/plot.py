@@ -1,0 +1,8 @@
+"""Overlay training curves of runs: python tools/plot.py RUN [RUN ...] [--out FILE.png] [--keys TAG ...]"""
+
+import sys
+
+from ann.engine.curves import main
+
+if __name__ == "__main__":
+    sys.exit(main())
