@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """Bad input from the user: a config key, a file, a checkpoint.
@@ -54,3 +58,19 @@ class DataLoaderDied(UserError):
 
 class RankFailure(UserError):
     """Another rank of a distributed run died or stalled."""
+
+
+def exit_2_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
+    """For argparse entry points (``main(argv) -> exit status``): a
+    :class:`UserError` raised inside is printed as one ``error:`` line on
+    stderr and the status is 2. (Hydra entry points: ``ann.cli.friendly_errors``.)"""
+
+    @functools.wraps(main)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ann.data.base import read_label, require_dir
 from ann.data.cityscapes import label_id_to_train_id_lut
 from ann.data.loader import worker_context
-from ann.errors import UserError
+from ann.errors import UserError, exit_2_on_user_error
 
 _LUT = label_id_to_train_id_lut()
 LAYOUT = "gtFine/{train,val,test}/CITY/CITY_SEQ_FRAME_gtFine_labelIds.png under the root"
@@ -75,6 +75,7 @@ def prepare(root: Path, splits: list[str], nproc: int = 1, overwrite: bool = Fal
     return written
 
 
+@exit_2_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="the folder holding leftImg8bit/ and gtFine/")
@@ -82,11 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nproc", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        written = prepare(args.root, args.splits, args.nproc, args.overwrite)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    written = prepare(args.root, args.splits, args.nproc, args.overwrite)
     print(f"wrote {written} *_gtFine_labelTrainIds.png files under {args.root / 'gtFine'}")
     return 0
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ann.data.base import read_label, require_dir
 from ann.data.loader import worker_context
 from ann.data.voc import find_voc_root, read_split
-from ann.errors import DataError, UserError
+from ann.errors import DataError, exit_2_on_user_error
 
 VOC_LAYOUT = (
     "VOCdevkit/VOC2012 with JPEGImages/, SegmentationClass/ and "
@@ -131,17 +131,14 @@ def prepare(voc_root: Path, sbd_root: Path, nproc: int = 1) -> list[str]:
     return trainaug
 
 
+@exit_2_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("voc_root", type=Path, help="VOCdevkit/VOC2012 (or a folder above it)")
     parser.add_argument("sbd_root", type=Path, help="SBD's benchmark_RELEASE (or its dataset/)")
     parser.add_argument("--nproc", type=int, default=min(8, os.cpu_count() or 1))
     args = parser.parse_args(argv)
-    try:
-        names = prepare(args.voc_root, args.sbd_root, args.nproc)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    names = prepare(args.voc_root, args.sbd_root, args.nproc)
     print(f"wrote SegmentationClassAug/ and trainaug.txt ({len(names)} images)")
     return 0
 

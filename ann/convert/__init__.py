@@ -14,7 +14,7 @@ from typing import Any
 from ann.convert.layout import Converted, describe_keys, source_state
 from ann.convert.mmseg import from_mmseg
 from ann.convert.official import from_official
-from ann.errors import CheckpointError
+from ann.errors import CheckpointError, exit_2_on_user_error
 
 SOURCES = {"mmseg": from_mmseg, "official": from_official}
 
@@ -53,10 +53,10 @@ def convert_file(source: str, src: str | Path, dst: str | Path) -> Converted:
     return converted
 
 
+@exit_2_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """``python tools/convert.py {mmseg,official} INPUT OUTPUT``; 2 on a user error."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(
         prog="tools/convert.py",
@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", help="the downloaded .pth file")
     parser.add_argument("output", help="where to write the converted checkpoint")
     args = parser.parse_args(argv)
-    try:
-        done = convert_file(args.source, args.input, args.output)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    done = convert_file(args.source, args.input, args.output)
     aux = f", auxiliary head {done.aux_channels} ch" if done.aux_channels else ""
     print(
         f"wrote {args.output}: ANN ResNet-{done.depth}, {done.num_classes} classes, "

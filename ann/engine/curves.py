@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ann.engine.plots import new_figure, save_figure
-from ann.errors import UserError
+from ann.errors import UserError, exit_2_on_user_error
 
 # Loss terms, learning rate, validation mIoU: fnmatch patterns over the tags.
 DEFAULT_KEYS = ("train/loss*", "train/lr", "val/mIoU")
@@ -179,6 +179,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """``python tools/plot.py RUN [RUN ...] [--out FILE.png] [--keys PATTERN ...]``;
     returns the exit status (2 for a user error, printed as one line)."""
@@ -197,10 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(default: {' '.join(DEFAULT_KEYS)}; e.g. 'val_IoU/*' time/iter)",
     )
     args = parser.parse_args(argv)
-    try:
-        path = plot_runs(args.runs, args.out, args.keys)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = plot_runs(args.runs, args.out, args.keys)
     print(path)
     return 0

@@ -80,10 +80,10 @@ def fetch(url: str) -> Path:
     return path
 
 
-def ensure_available(backbone_cfg: object) -> None:
+def ensure_available(backbone_cfg: DictConfig | None) -> None:
     """Fetches a backbone config's named ImageNet weights now, so that an
-    offline run stops before it reads any data. A no-op for files and null."""
-    pretrained = getattr(backbone_cfg, "get", lambda *_: None)("pretrained")
+    offline run stops before it builds anything. A no-op for files and null."""
+    pretrained = None if backbone_cfg is None else backbone_cfg.get("pretrained")
     if isinstance(pretrained, str) and is_short_name(pretrained):
         fetch(v1c_url(int(backbone_cfg.get("depth", 50)), pretrained))
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ann.errors import UserError
+from ann.errors import exit_2_on_user_error
 from ann.summary.configurations import summarize
 from ann.summary.report import to_markdown, write_summary
 
@@ -20,6 +20,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+@exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """``python tools/summarize.py DIR [DIR ...] [--out PREFIX]``; prints the
     markdown summary, writes it and the CSV files, returns the exit status
@@ -36,12 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prefix for the file names (default: the first DIR)",
     )
     args = parser.parse_args(argv)
-    try:
-        summary = summarize(args.dirs)
-        paths = write_summary(summary, args.out if args.out is not None else Path(args.dirs[0]))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = summarize(args.dirs)
+    paths = write_summary(summary, args.out if args.out is not None else Path(args.dirs[0]))
     print(to_markdown(summary), end="")
     print(f"\nwrote {', '.join(map(str, paths))}")
     return 0
