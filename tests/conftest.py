@@ -44,6 +44,8 @@ def tiny_train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "trainer.num_workers=0",
         "trainer.num_vis=2",
         "scheduler.warmup_iters=0",
+        # fp32, whatever the demo uses: tests compare losses across runs to 1e-5.
+        "trainer.amp=false",
         *extra,
     ]
 

@@ -25,7 +25,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import ROOT, run_bounded, run_tool, tool_env
-from trees import make_ade, make_cityscapes, make_sbd, make_voc
+from trees import make_ade, make_cityscapes, make_pascal_context, make_sbd, make_voc
 
 # Bounds per step, several times what each takes on a quiet 2-core CPU.
 TRAIN_BOUND_S = 180
@@ -200,6 +200,35 @@ def test_voc_aug_real_sizes(tmp_path: Path) -> None:
         Image.fromarray(_street_image(rng, h, w)).save(images / f"photo{i}.jpg")
     masks = _infer(common, run / "checkpoints/last.pth", images, tmp_path / "i")
     assert [Image.open(m).size for m in masks] == [(500, 375), (375, 500)]
+
+
+@pytest.mark.slow
+def test_pascal_context_real_sizes(tmp_path: Path) -> None:
+    """VOC 2010 at its sizes with PASCAL in Detail annotations, prepared with
+    scripts/prepare_pascal_context.py, then the authors' recipe. Its 14-pass
+    test at short side 520 runs single scale in the validations and with two
+    ratios + flip in tools/eval.py, to stay within the bounds on a CPU."""
+    train, val = ["2008_000002", "2008_000003", "2010_000005"], ["2008_000008", "2009_000011"]
+    sizes = [(375, 500), (500, 375), (333, 500), (500, 486), (281, 500)]
+    voc, json_path, _ = make_pascal_context(tmp_path, train, val, sizes=sizes)
+    _prepare("prepare_pascal_context.py", str(tmp_path / "VOCdevkit"), str(json_path))
+    run = tmp_path / "run"
+    common = _common(tmp_path, run, "pascal_context_ann", "[256,256]")
+    _train_and_resume([*common, "evaluator.scales=[1.0]", "evaluator.flip=false"], run)
+
+    metrics = _eval(common, run, tmp_path / "eval", "evaluator.scales=[0.5,1.0]")
+    assert metrics["num_images"] == 2 and metrics["flip"] and len(metrics["per_class"]) == 59
+    out = tmp_path / "i"
+    r = run_tool(
+        "infer.py",
+        [*common[:3], f"checkpoint={run / 'checkpoints/last.pth'}", f"input={voc / 'JPEGImages'}",
+         f"output_dir={out}", "evaluator.scales=[1.0]", "evaluator.flip=false"],
+        timeout=INFER_BOUND_S,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    masks = sorted((out / "predictions" / "masks").rglob("*.png"))
+    by_name = dict(zip([*train, *val], sizes, strict=True))
+    assert [Image.open(m).size for m in masks] == [(w, h) for _, (h, w) in sorted(by_name.items())]
 
 
 pytestmark = pytest.mark.timeout(900)

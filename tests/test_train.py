@@ -130,11 +130,10 @@ def test_gradient_accumulation_matches_the_larger_batch(shapes_root: Path, tmp_p
     assert _tb_losses(tmp_path / "a") == pytest.approx(_tb_losses(tmp_path / "b"), abs=1e-5)
 
 
-def test_bf16_autocast_trains_on_cpu(shapes_root: Path, tmp_path: Path) -> None:
-    train(
-        compose_cfg(
-            tiny_train_overrides(shapes_root, tmp_path, "trainer.max_iters=2", "trainer.amp=true")
-        )
-    )
+def test_bf16_channels_last_trains_and_validates_on_cpu(shapes_root: Path, tmp_path: Path) -> None:
+    fast = ("trainer.amp=true", "trainer.channels_last=true", "evaluator.channels_last=true")
+    overrides = tiny_train_overrides(shapes_root, tmp_path, "trainer.max_iters=2", *fast)
+    metrics = train(compose_cfg([*overrides, "evaluator.amp=true"]))
     losses = _tb_losses(tmp_path)
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
+    assert 0 <= metrics["mIoU"] <= 1

@@ -159,3 +159,109 @@ def polygon_annotation(path: Path, h: int, w: int) -> Path:
     ]  # fmt: skip
     path.write_text(json.dumps({"imgHeight": h, "imgWidth": w, "objects": objects}))
     return path
+
+
+# Category ids and names of PASCAL Context's 459 labels (its labels.txt, the
+# "categories" of the Detail JSON): the 59 benchmark classes and five others.
+CONTEXT_LABELS = {
+    2: "aeroplane", 9: "bag", 18: "bed", 19: "bedclothes", 22: "bench", 23: "bicycle",
+    25: "bird", 31: "boat", 33: "book", 34: "bottle", 44: "building", 45: "bus", 46: "cabinet",
+    59: "car", 65: "cat", 68: "ceiling", 72: "chair", 80: "cloth", 85: "computer", 98: "cow",
+    104: "cup", 105: "curtain", 113: "dog", 115: "door", 144: "fence", 158: "floor",
+    159: "flower", 162: "food", 187: "grass", 189: "ground", 207: "horse", 220: "keyboard",
+    232: "light", 258: "motorbike", 259: "mountain", 260: "mouse", 284: "person", 295: "plate",
+    296: "platform", 308: "pottedplant", 324: "road", 326: "rock", 347: "sheep", 349: "shelves",
+    354: "sidewalk", 355: "sign", 360: "sky", 366: "snow", 368: "sofa", 397: "table",
+    415: "track", 416: "train", 420: "tree", 424: "truck", 427: "tvmonitor", 440: "wall",
+    445: "water", 454: "window", 458: "wood",
+    1: "accordion", 3: "air conditioner", 17: "bathtub", 88: "container", 459: "wool",
+}  # fmt: skip
+# The 59 classes of the benchmark by name (the VOC 20 first, as papers list them).
+CONTEXT_59_NAMES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "table", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "cloth",
+    "computer", "cup", "door", "fence", "floor", "flower", "food", "grass", "ground",
+    "keyboard", "light", "mountain", "mouse", "curtain", "platform", "sign", "plate", "road",
+    "rock", "shelves", "sidewalk", "sky", "snow", "bedclothes", "track", "tree", "truck",
+    "wall", "water", "window", "wood",
+)  # fmt: skip
+
+
+def rle_encode(mask: np.ndarray) -> dict:
+    """COCO's compressed RLE of a (h, w) bool mask, written the way
+    pycocotools' rleToString writes it: column-major runs, zeros first, each
+    count (from the fourth on, minus the count two before) as 5-bit groups + 48."""
+    flat = np.asarray(mask, bool).T.ravel().astype(np.int8)
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs = [0, *runs]
+    chars = []
+    for i, count in enumerate(runs):
+        x = count - runs[i - 2] if i > 2 else count
+        while True:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            chars.append(chr((c | 0x20 if more else c) + 48))
+            if not more:
+                break
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": "".join(chars)}
+
+
+def make_pascal_context(
+    root: Path,
+    train: list[str],
+    val: list[str],
+    seed: int = 0,
+    sizes: list[tuple[int, int]] | None = None,
+) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """VOCdevkit/VOC2010/JPEGImages/NAME.jpg and root/trainval_merged.json in
+    the PASCAL in Detail format: images (phase train/val, plus a test image
+    without a JPEG), categories (CONTEXT_LABELS), and per image a few
+    overlapping rectangles of the 59 classes and of other labels as compressed
+    RLEs, painted in order. Image i (h, w) = ``sizes[i % len(sizes)]`` or odd
+    small sizes. Returns (VOC2010 folder, JSON path, {name: the painted
+    category ids})."""
+    rng = np.random.default_rng(seed)
+    voc = root / "VOCdevkit" / "VOC2010"
+    (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    label_ids = sorted(CONTEXT_LABELS)
+    images, annotations, painted = [], [], {}
+    for i, name in enumerate([*train, *val]):
+        h, w = sizes[i % len(sizes)] if sizes else (41 + 4 * i, 57 + 6 * i)
+        Image.fromarray(_image(rng, h, w)).save(voc / "JPEGImages" / f"{name}.jpg")
+        image_id = int(name.replace("_", ""))  # how the Detail API reads names
+        phase = "train" if name in train else "val"
+        images.append({"image_id": image_id, "file_name": f"{name}.jpg", "height": h,
+                       "width": w, "phase": phase, "date_captured": "2010-05-03"})  # fmt: skip
+        ids = np.zeros((h, w), np.int64)
+        for k in range(5):
+            cat = label_ids[(7 * i + 13 * k) % len(label_ids)]
+            top, left = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
+            mask = np.zeros((h, w), bool)
+            mask[top : top + int(rng.integers(4, h)), left : left + int(rng.integers(4, w))] = True
+            ids[mask] = cat
+            ys, xs = np.nonzero(mask)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
+                "segmentation": rle_encode(mask), "area": int(mask.sum()), "iscrowd": 0,
+                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
+                "parts": [],
+            })  # fmt: skip
+        painted[name] = ids
+    images.append({"image_id": 2010999999, "file_name": "2010_999999.jpg", "height": 30,
+                   "width": 40, "phase": "test"})  # fmt: skip
+    categories = [
+        {"category_id": c, "name": n, "supercategory": "object", "onlysemantic": False, "parts": []}
+        for c, n in sorted(CONTEXT_LABELS.items())
+    ]
+    data = {
+        "info": {"description": "tiny PASCAL in Detail tree"}, "images": images,
+        "annos_segmentation": annotations, "categories": categories, "parts": [],
+        "annos_occlusion": [], "annos_boundary": [],
+    }  # fmt: skip
+    json_path = root / "trainval_merged.json"
+    json_path.write_text(json.dumps(data))
+    return voc, json_path, painted

@@ -17,6 +17,8 @@ from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import ShardSampler
 from ann.engine.inference import check_options, predict_scores
 from ann.engine.predictions import FORMATS, PredictionWriter
+from ann.engine.speed import amp_dtype as amp_dtype_of
+from ann.engine.speed import forward_fn
 from ann.engine.visualize import denormalize
 from ann.errors import ConfigError
 from ann.metrics import compute_metrics, confusion_matrix
@@ -25,8 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
+    """The plain module inside ``torch.compile`` and DistributedDataParallel
+    wrappers (or the model itself): the one whose state_dict is saved."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 class Evaluator:
@@ -45,6 +54,10 @@ class Evaluator:
         num_workers: data loader workers.
         average: ``"prob"`` (softmax probabilities, the reference) or
             ``"logits"``: what is averaged over scales and flips.
+        amp, amp_dtype: run the forward passes under autocast to ``"bf16"`` or
+            ``"fp16"``; the scores are averaged in fp32.
+        channels_last: feed the model NHWC inputs (convolutions follow their
+            input's layout, so the model's own parameters are left as they are).
 
     After :meth:`evaluate`, ``last_confusion`` holds that evaluation's (K, K)
     int64 confusion matrix on the CPU (rows ground truth, summed over ranks),
@@ -61,6 +74,9 @@ class Evaluator:
         save_predictions: str | None = None,
         num_workers: int = 2,
         average: str = "prob",
+        amp: bool = False,
+        amp_dtype: str = "bf16",
+        channels_last: bool = False,
     ) -> None:
         self.mode = str(mode)
         self.scales = [float(s) for s in scales]
@@ -77,6 +93,8 @@ class Evaluator:
             )
         self.save_predictions = save_predictions
         self.num_workers = num_workers
+        self.dtype = amp_dtype_of(bool(amp), str(amp_dtype), "evaluator.amp_dtype")
+        self.channels_last = bool(channels_last)
         self.last_confusion: Tensor | None = None
 
     def predict(self, model: nn.Module, image: Tensor, out_size: tuple[int, int]) -> Tensor:
@@ -84,7 +102,7 @@ class Evaluator:
         (B, 3, H, W) -> (B, K, *out_size)."""
         net = unwrap(model)
         return predict_scores(
-            net,
+            forward_fn(net, self.dtype, self.channels_last),
             image,
             out_size,
             mode=self.mode,

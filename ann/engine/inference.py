@@ -12,7 +12,7 @@ Three building blocks, composed by :func:`predict_scores`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,14 @@ from torch import Tensor, nn
 
 from ann.errors import ConfigError
 
+# A segmentor, or a function of images with its result (speed.forward_fn).
+Model = nn.Module | Callable[[Tensor], Tensor]
 MODES = ("whole", "slide")
 AVERAGES = ("prob", "logits")
 
 
 @torch.no_grad()
-def infer_whole(model: nn.Module, image: Tensor) -> Tensor:
+def infer_whole(model: Model, image: Tensor) -> Tensor:
     """Logits of the whole image at once: (B, 3, H, W) -> (B, K, H, W)."""
     return model(image)
 
@@ -42,7 +44,7 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def infer_slide(
-    model: nn.Module, image: Tensor, crop_size: Sequence[int], stride: Sequence[int]
+    model: Model, image: Tensor, crop_size: Sequence[int], stride: Sequence[int]
 ) -> Tensor:
     """Sliding-window logits: (B, 3, H, W) -> (B, K, H, W).
 
@@ -110,7 +112,7 @@ def scaled_size(height: int, width: int, ratio: float) -> tuple[int, int]:
 
 @torch.no_grad()
 def predict_scores(
-    model: nn.Module,
+    model: Model,
     image: Tensor,
     out_size: tuple[int, int],
     mode: str = "whole",

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ann.engine.inference import check_options
 from ann.engine.predictions import FORMATS
+from ann.engine.speed import COMPILE_MODES
 from ann.errors import ConfigError
 
 Pair = list[int]  # [height, width] or (long, short): two positive ints
@@ -47,6 +48,11 @@ class TrainerSchema:
     num_workers: int = _key(ge=0)
     amp: bool = _key()
     amp_dtype: Literal["bf16", "fp16"] = _key()
+    channels_last: bool = _key()
+    compile: bool = _key()
+    compile_mode: Literal[COMPILE_MODES] = _key()
+    cudnn_benchmark: bool = _key()
+    tf32: bool = _key()
     seed: int = _key(ge=0)
     resume: bool = _key()
     load_from: Optional[str] = _key()  # noqa: UP045 - get_type_hints needs it on 3.10
@@ -84,6 +90,9 @@ class EvaluatorSchema:
     average: Literal["prob", "logits"] = _key()
     save_predictions: Optional[Literal[FORMATS]] = _key()  # noqa: UP045
     num_workers: int = _key(ge=0)
+    amp: bool = _key()
+    amp_dtype: Literal["bf16", "fp16"] = _key()
+    channels_last: bool = _key()
 
 
 @dataclass

@@ -36,6 +36,7 @@ from ann.engine.checkpoint import (
 from ann.engine.evaluator import unwrap, write_metrics
 from ann.engine.optim import build_optimizer
 from ann.engine.schema import check_config
+from ann.engine.speed import amp_dtype, autocast, configure_backends, prepare_model, to_input
 from ann.engine.visualize import prediction_grid
 from ann.errors import DataLoaderDied, TrainingDiverged
 from ann.logging_utils import setup_logging
@@ -136,7 +137,9 @@ class Trainer:
             log_initialisation(cfg.model)
         if dist.get_world_size() > 1 and self.device.type == "cuda" and self.tcfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
+        configure_backends(self.device, self.tcfg.cudnn_benchmark, self.tcfg.tf32)
+        self.channels_last = bool(self.tcfg.channels_last)
+        self.model = prepare_model(model, channels_last=self.channels_last)
         paramwise = OmegaConf.to_container(cfg.optimizer.get("paramwise", {}) or {})
         opt_cfg = OmegaConf.masked_copy(
             cfg.optimizer, [k for k in cfg.optimizer if k != "paramwise"]
@@ -145,12 +148,10 @@ class Trainer:
         self.scheduler = instantiate(
             cfg.scheduler, optimizer=self.optimizer, max_iters=self.tcfg.max_iters
         )
-        # trainer.amp_dtype is one of these: check_config has checked it.
-        amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-        self.amp_dtype = amp_dtypes[str(self.tcfg.amp_dtype)]
-        self.amp = bool(self.tcfg.amp)
+        self.amp_dtype = amp_dtype(bool(self.tcfg.amp), str(self.tcfg.amp_dtype))
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
         self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
+            self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.evaluator = instantiate(cfg.evaluator)
         self.accumulate = int(self.tcfg.get("accumulate", 1))
@@ -161,6 +162,11 @@ class Trainer:
         if dist.get_world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=ids)
+        # Compiled last, around DDP (its graph breaks at the bucket boundaries);
+        # validation and checkpoints use the plain module inside (unwrap).
+        self.model = prepare_model(
+            self.model, compile=bool(self.tcfg.compile), compile_mode=str(self.tcfg.compile_mode)
+        )
         self.writer = SummaryWriter(self.out_dir / "tb") if dist.is_main() else None
 
     # -- checkpoints ---------------------------------------------------------
@@ -294,7 +300,7 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(data_iter)
             data_time += time.perf_counter() - t0
-            images = batch["image"].to(self.device, non_blocking=True)
+            images = to_input(batch["image"].to(self.device, non_blocking=True), self.channels_last)
             masks = batch["mask"].to(self.device, non_blocking=True)
             last = micro == self.accumulate - 1
             # Gradients are all-reduced once, on the last micro-batch.
@@ -304,7 +310,7 @@ class Trainer:
                 else self.model.no_sync()
             )
             with sync:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                with autocast(self.device, self.amp_dtype):
                     outputs = self.model(images)
                 losses = unwrap(self.model).compute_loss(outputs, masks)
                 self.scaler.scale(losses["loss"] / self.accumulate).backward()

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ann.models.heads.attention import (
+    NORMALIZATIONS,
     PyramidPooling,
     attend,
+    block_output,
+    check_choice,
     check_impl,
-    fused_output,
-    init_output,
+    check_pool_sizes,
+    init_block_output,
     linear_1x1,
+    num_anchors,
     project,
+    tokens,
 )
 from ann.models.layers import ConvBNReLU
+
+log = logging.getLogger(__name__)
 
 
 class AFNB(nn.Module):
@@ -26,6 +35,13 @@ class AFNB(nn.Module):
     1×1 conv (applied after pooling, which it commutes with); Wo is
     zero-initialised; the fuse is a 1×1 conv + BN over cat[context, high]
     with no ReLU, then Dropout2d.
+
+    Ablation options (defaults: the paper's model): ``pool_sizes`` any
+    non-empty list (S = Σ n² anchors, logged), or ``None`` for the paper's
+    dense fusion block (FNB: every low-level position a key and a value,
+    S = h·w); ``normalization`` ``"softmax"`` | ``"rescale"`` (÷ S) |
+    ``"none"``; ``output`` ``"concat"`` | ``"residual"`` (Wo(O) + high, needs
+    ``out_channels == high_channels``).
 
     forward(low (B, low_channels, h, w), high (B, high_channels, H, W))
         -> (B, out_channels, H, W).
@@ -38,25 +54,41 @@ class AFNB(nn.Module):
         out_channels: int,
         key_channels: int,
         value_channels: int,
-        pool_sizes: Sequence[int] = (1, 3, 6, 8),
+        pool_sizes: Sequence[int] | None = (1, 3, 6, 8),
         dropout: float = 0.05,
         attention: str = "sdpa",
+        normalization: str = "softmax",
+        output: str = "concat",
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
         self.attention = check_impl(attention)
+        self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
         self.query = ConvBNReLU(high_channels, key_channels, 1)
         self.key = ConvBNReLU(low_channels, key_channels, 1)
         self.value = nn.Conv2d(low_channels, value_channels, 1)
-        self.pool = PyramidPooling(pool_sizes)
-        init_output(self, value_channels, high_channels, out_channels, False, dropout)
+        # No parameters either way: the state_dict keys do not depend on it.
+        self.pool = None if pool_sizes is None else PyramidPooling(check_pool_sizes(pool_sizes))
+        init_block_output(self, output, value_channels, high_channels, out_channels, False, dropout)
+        anchors = (
+            "dense keys and values (FNB), S = h*w of the low-level map"
+            if self.pool is None
+            else f"pool sizes {self.pool.sizes}, S = {num_anchors(self.pool.sizes)} anchors"
+        )
+        log.info("AFNB: %s; normalization %s, output %s", anchors, normalization, output)
 
     def attention_context(self, low: Tensor, high: Tensor) -> Tensor:
-        """softmax(φ(high)ᵀθ_P(low)/√C')·γ_P(low)ᵀ -> (B, N, value_channels), N = H*W."""
-        query = project(self.query, high).flatten(2).transpose(1, 2)  # (B, N, C')
-        key = self.pool(project(self.key, low)).transpose(1, 2)  # (B, S, C')
-        value = linear_1x1(self.value, self.pool(low)).transpose(1, 2)  # (B, S, Cv)
-        return attend(query, key, value, self.key_channels**-0.5, self.attention)
+        """f(φ(high)ᵀθ_P(low)/√C')·γ_P(low)ᵀ -> (B, N, value_channels), N = H*W."""
+        query = tokens(project(self.query, high))  # (B, N, C')
+        if self.pool is None:  # dense: S = h*w
+            key = tokens(project(self.key, low))  # (B, S, C')
+            value = F.conv2d(low, self.value.weight, self.value.bias)
+            value = tokens(value)  # (B, S, Cv)
+        else:
+            key = self.pool(project(self.key, low)).transpose(1, 2)  # (B, S, C')
+            value = linear_1x1(self.value, self.pool(low)).transpose(1, 2)  # (B, S, Cv)
+        scale = self.key_channels**-0.5
+        return attend(query, key, value, scale, self.attention, self.normalization)
 
     def context(self, low: Tensor, high: Tensor) -> Tensor:
         """Attention context before Wo: -> (B, value_channels, H, W)."""
@@ -64,4 +96,4 @@ class AFNB(nn.Module):
         return self.attention_context(low, high).transpose(1, 2).reshape(b, -1, h, w)
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
-        return fused_output(self, self.attention_context(low, high), high)
+        return block_output(self, self.attention_context(low, high), high)

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from ann.models.heads.afnb import AFNB
 from ann.models.heads.apnb import APNB
+from ann.models.heads.attention import check_choice
+from ann.models.heads.nonlocal_block import NonLocal2d
 from ann.models.layers import ConvBNReLU
+
+log = logging.getLogger(__name__)
+
+# The blocks of the paper's ablations: the asymmetric (pyramid-sampled) block,
+# its dense counterpart (FNB / NB), or none.
+FUSIONS = ("afnb", "dense", "none")
+CONTEXTS = ("apnb", "dense", "none")
 
 
 class ANNHead(nn.Module):
     """AFNB fuses res4 (keys/values) into res5 (queries); a 3×3 bottleneck
     reduces to ``channels``; APNB adds pyramid self-attention; dropout and a
     1×1 conv classify.
+
+    The composition is an ablation axis (defaults: the paper's model):
+    ``fusion`` ``"afnb"`` | ``"dense"`` (FNB: AFNB without sampling) |
+    ``"none"`` (the bottleneck reads res5; ``in_channels[0]`` unused) and
+    ``context`` ``"apnb"`` | ``"dense"`` (NB: :class:`NonLocal2d`) |
+    ``"none"``. ``pool_sizes``, ``normalization`` and ``output`` go to both
+    blocks (see :class:`APNB`). The state_dict keys are the reference
+    layout's (``fusion.*``, ``bottleneck.*``, ``context.*``, ``classifier.*``);
+    an absent block has none.
 
     forward(features) reads ``features[in_index[0]]`` (B, low, h, w) and
     ``features[in_index[1]]`` (B, high, H, W) and returns logits
@@ -34,35 +53,55 @@ class ANNHead(nn.Module):
         dropout: float = 0.1,
         attention: str = "sdpa",
         in_index: Sequence[int] = (2, 3),
+        fusion: str = "afnb",
+        context: str = "apnb",
+        normalization: str = "softmax",
+        output: str = "concat",
     ) -> None:
         super().__init__()
         low_channels, high_channels = in_channels
         fusion_channels = fusion_channels or high_channels
         self.in_index = tuple(in_index)
-        self.fusion = AFNB(
-            low_channels,
-            high_channels,
-            fusion_channels,
-            key_channels,
-            value_channels,
-            pool_sizes=pool_sizes,
-            dropout=block_dropout,
-            attention=attention,
-        )
-        self.bottleneck = ConvBNReLU(fusion_channels, channels, 3, padding=1)
-        self.context = APNB(
-            channels,
-            channels,
-            key_channels,
-            value_channels,
-            pool_sizes=pool_sizes,
-            dropout=block_dropout,
-            attention=attention,
-        )
+        check_choice("fusion", fusion, FUSIONS)
+        check_choice("context", context, CONTEXTS)
+        options = {"attention": attention, "normalization": normalization, "output": output}
+        self.fusion: AFNB | None = None
+        if fusion != "none":
+            self.fusion = AFNB(
+                low_channels,
+                high_channels,
+                fusion_channels,
+                key_channels,
+                value_channels,
+                pool_sizes=None if fusion == "dense" else pool_sizes,
+                dropout=block_dropout,
+                **options,
+            )
+        bottleneck_in = high_channels if self.fusion is None else fusion_channels
+        self.bottleneck = ConvBNReLU(bottleneck_in, channels, 3, padding=1)
+        self.context: nn.Module | None = None
+        if context == "apnb":
+            self.context = APNB(
+                channels,
+                channels,
+                key_channels,
+                value_channels,
+                pool_sizes=pool_sizes,
+                dropout=block_dropout,
+                **options,
+            )
+        elif context == "dense":
+            self.context = NonLocal2d(
+                channels, channels, key_channels, value_channels, block_dropout, **options
+            )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        log.info("ANN head: fusion %s -> bottleneck -> context %s", fusion, context)
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         low, high = (features[i] for i in self.in_index)
-        x = self.context(self.bottleneck(self.fusion(low, high)))
+        x = high if self.fusion is None else self.fusion(low, high)
+        x = self.bottleneck(x)
+        if self.context is not None:
+            x = self.context(x)
         return self.classifier(self.dropout(x))

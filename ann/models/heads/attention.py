@@ -25,6 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ATTENTION_IMPLS = ("sdpa", "matmul")
+# The paper's f of the similarity map (Sec. 3): softmax is what ANN uses;
+# rescale divides by the number of anchors S (the non-local paper's
+# "dot product" form), none leaves the similarity as it is.
+NORMALIZATIONS = ("softmax", "rescale", "none")
+# Y = fuse(cat[Wo(O), X]) (ANN) or the residual Y = Wo(O) + X.
+OUTPUTS = ("concat", "residual")
 
 
 def _bin_weights(length: int | torch.SymInt, sizes: Sequence[int], like: Tensor) -> Tensor:
@@ -46,15 +52,37 @@ def _bin_weights(length: int | torch.SymInt, sizes: Sequence[int], like: Tensor)
     return torch.cat(rows, dim=0)
 
 
+def is_nhwc(x: Tensor) -> bool:
+    """True for a 4-D tensor stored channels_last (and not also plain NCHW, as
+    a tensor with one channel or one position is): its GEMMs run as
+    (B, N, C) token matrices, which are views of that storage."""
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    )
+
+
 def pyramid_pool(x: Tensor, sizes: Sequence[int]) -> Tensor:
     """Adaptive average pooling to every size in ``sizes``, flattened.
 
     (B, C, H, W) -> (B, C, S), S = sum(s*s), anchors in the order of
     ``torch.cat([F.adaptive_avg_pool2d(x, s).flatten(2) for s in sizes], 2)``.
+    For a channels_last ``x`` the result is a (B, S, C)-contiguous tensor
+    seen as (B, C, S), and ``x`` is read in place (no NCHW copy).
     """
     h, w = x.shape[-2:]
     pool_h = _bin_weights(h, sizes, x)  # (T, H), T = sum(sizes)
     pool_w = _bin_weights(w, sizes, x)  # (T, W)
+    if is_nhwc(x):
+        rows = pool_w @ x.permute(0, 2, 3, 1)  # (B, H, T, C): W pooled, x unchanged
+        pooled = pool_h @ rows.transpose(1, 2)  # (B, T_w, T_h, C)
+        out, offset = [], 0
+        for s in sizes:
+            block = pooled[:, offset : offset + s, offset : offset + s]
+            out.append(block.transpose(1, 2).flatten(1, 2))  # anchors row-major (h, w)
+            offset += s
+        return torch.cat(out, dim=1).transpose(1, 2)
     # W first: it is usually the longer axis, so the intermediate is smallest.
     pooled = pool_h @ (x @ pool_w.transpose(0, 1))  # (B, C, T, T)
     out, offset = [], 0
@@ -89,8 +117,43 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-def attend(query: Tensor, key: Tensor, value: Tensor, scale: float, impl: str = "sdpa") -> Tensor:
-    """softmax(query keyᵀ · scale) · value, the softmax over the anchors.
+def check_choice(key: str, value: str, choices: Sequence[str]) -> str:
+    """Validates a string option (``normalization``, ``output``, ...) at
+    construction time: a ConfigError naming the key otherwise."""
+    if value not in choices:
+        from ann.errors import ConfigError
+
+        raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_pool_sizes(sizes: Sequence[int] | None, key: str = "pool_sizes") -> tuple[int, ...]:
+    """Validates pyramid sizes: a non-empty list of positive integers."""
+    from ann.errors import ConfigError
+
+    if sizes is None or isinstance(sizes, (str, int)) or len(sizes) == 0:
+        raise ConfigError(
+            f"{key} must be a non-empty list of sizes, e.g. [1, 3, 6, 8]; got {sizes!r}"
+        )
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise ConfigError(f"{key} must hold integers >= 1, got {list(sizes)!r}")
+    return tuple(sizes)
+
+
+def num_anchors(sizes: Sequence[int]) -> int:
+    """S = sum(n * n): the number of sampled keys/values of a pyramid."""
+    return sum(s * s for s in sizes)
+
+
+def attend(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    scale: float,
+    impl: str = "sdpa",
+    normalization: str = "softmax",
+) -> Tensor:
+    """f(query keyᵀ · scale) · value, f over the S anchors (the key positions).
 
     Args:
         query: (B, N, C') queries phi, one per output position.
@@ -99,19 +162,34 @@ def attend(query: Tensor, key: Tensor, value: Tensor, scale: float, impl: str = 
         scale: multiplier of the similarity (key_channels ** -0.5).
         impl: ``"sdpa"`` (torch's fused scaled_dot_product_attention) or
             ``"matmul"`` (explicit similarity map, kept as the reference path).
+        normalization: f, one of :data:`NORMALIZATIONS`: ``"softmax"`` (row
+            softmax), ``"rescale"`` (divided by S) or ``"none"`` (identity).
+            The ``scale`` applies in all three, so only f differs.
 
     Returns:
         (B, N, Cv) context for every query.
     """
-    if impl == "sdpa":
-        out = F.scaled_dot_product_attention(
-            query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), scale=scale
-        )
-        return out.squeeze(1)
-    if impl == "matmul":
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    if normalization == "softmax":
+        if impl == "sdpa":
+            out = F.scaled_dot_product_attention(
+                query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), scale=scale
+            )
+            return out.squeeze(1)
         sim = torch.bmm(query, key.transpose(1, 2)).mul_(scale)
         return torch.bmm(sim.softmax(dim=-1), value)
-    raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    # A linear f: the context is (query keyᵀ) value · factor.
+    factor = scale / key.shape[1] if normalization == "rescale" else scale
+    if impl == "matmul":
+        sim = torch.bmm(query, key.transpose(1, 2)).mul_(factor)  # (B, N, S)
+        return torch.bmm(sim, value)
+    # SDPA fuses only the softmax. Without one, the product reassociates to
+    # query (keyᵀ value): a (C', Cv) matrix instead of the N×S map, so even
+    # dense keys (S = N) cost O(N·C'·Cv) time and no O(N²) memory.
+    return torch.bmm(query, torch.bmm(key.transpose(1, 2), value).mul_(factor))
 
 
 def bn_fold(bn: nn.Module) -> tuple[Tensor, Tensor] | None:
@@ -132,11 +210,21 @@ def project(block: nn.Sequential, x: Tensor) -> Tensor:
     scale, shift = folded
     b, _, h, w = x.shape
     weight = block[0].weight[:, :, 0, 0] * scale[:, None]
+    if is_nhwc(x):
+        # Tokens (B, N, C) @ Wᵀ: input and output stay channels_last views.
+        out = torch.baddbmm(shift, tokens(x), weight.t().expand(b, -1, -1))
+        out = out.view(b, h, w, -1).permute(0, 3, 1, 2)
+        return out.relu_() if len(block) > 2 else out
     # A GEMM straight into a plain (B, C', N) tensor: oneDNN's 1×1 conv would
     # reorder input and output through blocked layouts (extra full-size copies).
     out = torch.baddbmm(shift[:, None], weight.expand(b, -1, -1), x.reshape(b, -1, h * w))
     out = out.view(b, -1, h, w)
     return out.relu_() if len(block) > 2 else out
+
+
+def tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, N, C), N = H*W: a view in NCHW and in channels_last."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 def linear_1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -189,13 +277,80 @@ def fused_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
     if folded is not None:
         scale, shift = folded
         w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
-    # Two GEMMs accumulating into one (B, O, N) buffer (see ``project`` on why not conv2d).
-    out = torch.baddbmm(bias[:, None], w_x.expand(b, -1, -1), x.reshape(b, -1, h * w))
-    # In-place ops are not autocast: match the dtype of ``out`` (fp16/bf16 under AMP).
-    w_ctx, context = w_ctx.to(out.dtype), context.to(out.dtype)
-    out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2)).view(b, -1, h, w)
+    if is_nhwc(x):
+        # Token-major GEMMs (B, N, ·) @ Wᵀ: x and the result stay channels_last.
+        out = torch.baddbmm(bias, tokens(x), w_x.t().expand(b, -1, -1))
+        # In-place ops are not autocast: match the dtype of ``out`` (fp16/bf16 under AMP).
+        w_ctx, context = w_ctx.to(out.dtype), context.to(out.dtype)
+        out = out.baddbmm_(context, w_ctx.t().expand(b, -1, -1))
+        out = out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    else:
+        # Two GEMMs accumulating into one (B, O, N) buffer (``project``: why not conv2d).
+        out = torch.baddbmm(bias[:, None], w_x.expand(b, -1, -1), x.reshape(b, -1, h * w))
+        w_ctx, context = w_ctx.to(out.dtype), context.to(out.dtype)
+        out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2))
+        out = out.view(b, -1, h, w)
     if folded is None:
         out = block.fuse[1](out)
     if len(block.fuse) > 2:
         out = out.relu_()
     return block.dropout(out)
+
+
+def init_block_output(
+    block: nn.Module,
+    output: str,
+    value_channels: int,
+    in_channels: int,
+    out_channels: int,
+    relu: bool,
+    dropout: float,
+) -> None:
+    """Sets up the output of an attention block for ``output`` (:data:`OUTPUTS`).
+
+    ``"concat"``: :func:`init_output` (Wo, the fuse over cat[Wo(O), X] and
+    Dropout2d; the reference layout and state_dict keys). ``"residual"``:
+    only Wo (``out_proj``, zero-initialised, so the block starts as the
+    identity); Y = Wo(O) + X needs ``out_channels == in_channels``, and has
+    no fuse conv, BN or dropout (``relu`` and ``dropout`` are unused).
+    """
+    block.output = check_choice("output", output, OUTPUTS)
+    if output == "concat":
+        init_output(block, value_channels, in_channels, out_channels, relu, dropout)
+        return
+    if out_channels != in_channels:
+        from ann.errors import ConfigError
+
+        raise ConfigError(
+            f"output: residual adds Wo(O) to the input, so the block's output channels "
+            f"({out_channels}) must equal its input channels ({in_channels}); use output: concat"
+        )
+    block.out_proj = nn.Conv2d(value_channels, out_channels, 1)
+    nn.init.zeros_(block.out_proj.weight)
+    nn.init.zeros_(block.out_proj.bias)
+
+
+def residual_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
+    """Y = Wo(O) + X.
+
+    Args:
+        block: a module set up by :func:`init_block_output` with ``"residual"``.
+        context: (B, N, Cv) attention output O, N = H*W.
+        x: (B, C, H, W) the block's input.
+
+    Returns:
+        (B, C, H, W).
+    """
+    b, c, h, w = x.shape
+    weight = block.out_proj.weight[:, :, 0, 0]  # (C, Cv)
+    # Token-major (B, N, C), seen as (B, C, H, W) without a copy.
+    wo = torch.matmul(context, weight.t()) + block.out_proj.bias
+    return x + wo.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def block_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
+    """The block's output from its attention context (B, N, Cv) and input x
+    (B, C, H, W): :func:`fused_output` or :func:`residual_output`."""
+    if getattr(block, "output", "concat") == "residual":
+        return residual_output(block, context, x)
+    return fused_output(block, context, x)

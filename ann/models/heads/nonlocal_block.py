@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.models.heads.attention import attend, check_impl, fused_output, init_output, project
+from ann.models.heads.attention import (
+    NORMALIZATIONS,
+    attend,
+    block_output,
+    check_choice,
+    check_impl,
+    init_block_output,
+    project,
+    tokens,
+)
 from ann.models.layers import ConvBNReLU
+
+log = logging.getLogger(__name__)
 
 
 class NonLocal2d(nn.Module):
@@ -15,6 +28,10 @@ class NonLocal2d(nn.Module):
     Shares APNB's lean fuse, so a benchmark against APNB isolates the cost of
     dense attention. forward: (B, in_channels, H, W) -> (B, out_channels, H, W);
     cost O(C'N²) time, O(N²) memory on the matmul path.
+
+    ``normalization`` (``"softmax"`` | ``"rescale"`` (÷ N) | ``"none"``) and
+    ``output`` (``"concat"`` | ``"residual"``) as in :class:`APNB`; without a
+    softmax the SDPA path never builds the N×N map (see ``attend``).
     """
 
     def __init__(
@@ -25,19 +42,28 @@ class NonLocal2d(nn.Module):
         value_channels: int,
         dropout: float = 0.05,
         attention: str = "matmul",
+        normalization: str = "softmax",
+        output: str = "concat",
     ) -> None:
         super().__init__()
         self.key_channels = key_channels
         self.attention = check_impl(attention)
+        self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
         self.query_key = ConvBNReLU(in_channels, key_channels, 1)
         self.value = nn.Conv2d(in_channels, value_channels, 1)
-        init_output(self, value_channels, in_channels, out_channels, True, dropout)
+        init_block_output(self, output, value_channels, in_channels, out_channels, True, dropout)
+        log.info(
+            "Non-local: dense keys and values, S = N = H*W; normalization %s, output %s",
+            normalization,
+            output,
+        )
 
     def attention_context(self, x: Tensor) -> Tensor:
-        """softmax(φᵀφ/√C')·γᵀ over all N positions: -> (B, N, value_channels)."""
-        qk = project(self.query_key, x).flatten(2).transpose(1, 2)  # (B, N, C')
-        value = F.conv2d(x, self.value.weight, self.value.bias).flatten(2).transpose(1, 2)
-        return attend(qk, qk, value, self.key_channels**-0.5, self.attention)
+        """f(φᵀφ/√C')·γᵀ over all N positions: -> (B, N, value_channels)."""
+        qk = tokens(project(self.query_key, x))  # (B, N, C')
+        value = tokens(F.conv2d(x, self.value.weight, self.value.bias))
+        scale = self.key_channels**-0.5
+        return attend(qk, qk, value, scale, self.attention, self.normalization)
 
     def context(self, x: Tensor) -> Tensor:
         """Attention context before Wo: (B, C, H, W) -> (B, value_channels, H, W)."""
@@ -45,4 +71,4 @@ class NonLocal2d(nn.Module):
         return self.attention_context(x).transpose(1, 2).reshape(b, -1, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        return fused_output(self, self.attention_context(x), x)
+        return block_output(self, self.attention_context(x), x)

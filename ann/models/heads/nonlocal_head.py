@@ -17,7 +17,8 @@ class NonLocalHead(nn.Module):
     pyramid sampling, no AFNB), for the ablation "dense vs asymmetric".
     forward(features) reads ``features[in_index]`` (B, in_channels, H, W) and
     returns logits (B, num_classes, H, W). Attention memory is O((H·W)²) on
-    the matmul path.
+    the matmul path. ``normalization`` and ``output`` as in :class:`NonLocal2d`
+    (the same head is ``ANNHead(fusion="none", context="dense")``).
     """
 
     def __init__(
@@ -31,12 +32,21 @@ class NonLocalHead(nn.Module):
         dropout: float = 0.1,
         attention: str = "sdpa",
         in_index: int = 3,
+        normalization: str = "softmax",
+        output: str = "concat",
     ) -> None:
         super().__init__()
         self.in_index = in_index
         self.bottleneck = ConvBNReLU(in_channels, channels, 3, padding=1)
         self.context = NonLocal2d(
-            channels, channels, key_channels, value_channels, block_dropout, attention
+            channels,
+            channels,
+            key_channels,
+            value_channels,
+            block_dropout,
+            attention,
+            normalization=normalization,
+            output=output,
         )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
