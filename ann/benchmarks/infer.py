@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from ann.benchmarks.options import (
     BASELINE,
     OptionSet,
     PeakMemory,
+    add_common_arguments,
     cold_compile,
     compose_train,
     cpu_fp16_skip,
@@ -54,6 +54,7 @@ from ann.benchmarks.options import (
     ratio,
     run_worker,
     sync,
+    timings,
 )
 
 CPU_SETS = "fp32,bf16,fp16,fp32+cl,bf16+cl"
@@ -112,15 +113,7 @@ def worker(spec: dict) -> dict:
     sync(device)
     peak = memory.peak()
     torch.save(logits.float().cpu(), spec["out"])
-    median = statistics.median(times[warmup:])
-    return {
-        "time_s": median,
-        "images_per_s": 1 / median,
-        "peak_bytes": peak,
-        "warmup_s": times[:warmup],
-        "times_s": times[warmup:],
-        "compile_s": sum(times[:warmup]) - warmup * median if opts.compile else None,
-    }
+    return timings(times, warmup, 1, peak, opts.compile)
 
 
 def compare(logits: torch.Tensor, base: torch.Tensor) -> dict:
@@ -136,32 +129,19 @@ def compare(logits: torch.Tensor, base: torch.Tensor) -> dict:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(
         prog="benchmark.py infer",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])
+    add_common_arguments(p)
     p.add_argument("--models", default="ann_r50,ann_r101", help="configs/model names")
     p.add_argument("--size", help="HxW image (CPU 128x256, CUDA 1024x2048)")
     p.add_argument("--modes", default="whole,slide")
     p.add_argument("--crop", help="HxW slide window (default 769/1024 of the height, square)")
     p.add_argument("--stride", help="HxW slide step (default 513/1024 of the height)")
-    p.add_argument("--sets", help="comma list of option sets, or all")
     p.add_argument("--repeats", type=int, help="timed images (CPU 2, CUDA 10)")
     p.add_argument("--warmup", type=int, help="untimed first images (CPU 1, CUDA 3)")
-    p.add_argument("--compile-mode", default="default")
-    p.add_argument(
-        "--compile-cache",
-        action="store_true",
-        help="let torch.compile use its on-disk caches (default: a cold compile)",
-    )
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--cpu-fp16", action="store_true", help="run fp16 on a CPU without native fp16")
-    p.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
-    p.add_argument("--timeout", type=float, help="seconds per measurement before it fails")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     on_cpu = args.device == "cpu"
     args.size = list(parse_size(args.size or ("128x256" if on_cpu else "1024x2048")))

@@ -28,12 +28,14 @@ timing runs with the allocator as training has it):
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import datetime
 import itertools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -282,3 +284,37 @@ __all__ = [
     "run_worker",
     "sync",
 ]
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``train`` and ``infer`` share: device, precision sets'
+    compile mode and cache, threads, fp16 on CPU, Hydra overrides, timeout."""
+    cuda = torch.cuda.is_available()
+    p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--sets", help="comma list of option sets, or all")
+    p.add_argument("--compile-mode", default="default")
+    p.add_argument(
+        "--compile-cache",
+        action="store_true",
+        help="let torch.compile use its on-disk caches (default: a cold compile)",
+    )
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--cpu-fp16", action="store_true", help="run fp16 on a CPU without native fp16")
+    p.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
+    p.add_argument("--timeout", type=float, help="seconds per set before it counts as failed")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def timings(times: list[float], warmup: int, per_run: int, peak: int, compiled: bool) -> dict:
+    """The timing fields of a worker's result: median seconds of the runs after
+    ``warmup``, images/s (``per_run`` images a run), peak bytes, the raw times
+    and, for a compiled set, the warm-up time beyond that many median runs."""
+    median = statistics.median(times[warmup:])
+    return {
+        "time_s": median,
+        "images_per_s": per_run / median,
+        "peak_bytes": peak,
+        "warmup_s": times[:warmup],
+        "times_s": times[warmup:],
+        "compile_s": sum(times[:warmup]) - warmup * median if compiled else None,
+    }

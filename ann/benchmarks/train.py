@@ -55,6 +55,7 @@ from ann.benchmarks.options import (
     BASELINE,
     OptionSet,
     PeakMemory,
+    add_common_arguments,
     cold_compile,
     compose_train,
     cpu_fp16_skip,
@@ -66,6 +67,7 @@ from ann.benchmarks.options import (
     ratio,
     run_worker,
     sync,
+    timings,
 )
 
 if TYPE_CHECKING:
@@ -207,50 +209,32 @@ def worker(spec: dict) -> dict:
         sync(device)
         peak = memory.peak()
         del batches  # stops the loader's workers before the folder goes
-    median = statistics.median(times[warmup:])
+    batch = int(cfg.trainer.batch_size)
     return {
         "data": data,
         "size": list(size),
-        "batch": int(cfg.trainer.batch_size),
-        "time_s": median,
-        "images_per_s": int(cfg.trainer.batch_size) / median,
-        "peak_bytes": peak,
-        "warmup_s": times[:warmup],
-        "times_s": times[warmup:],
-        "compile_s": sum(times[:warmup]) - warmup * median if opts.compile else None,
+        "batch": batch,
+        **timings(times, warmup, batch, peak, opts.compile),
         "data_wait_s": statistics.median(waits[warmup:]),
         "first_loss": first,
     }
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(
         prog="benchmark.py train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])
+    add_common_arguments(p)
     p.add_argument("--experiments", help="comma list of configs/experiment names")
     p.add_argument("--model", help="a configs/model name instead of the experiments' own")
     p.add_argument("--size", help="HxW crop for every target (default: the experiment's)")
     p.add_argument("--batch", type=int, help="batch for every target (default: the experiment's)")
-    p.add_argument("--sets", help="comma list of option sets, or all")
     p.add_argument("--iters", type=int, help="timed iterations (CPU 3, CUDA 10)")
     p.add_argument("--warmup", type=int, help="untimed first iterations (CPU 1, CUDA 3)")
-    p.add_argument("--compile-mode", default="default")
-    p.add_argument(
-        "--compile-cache",
-        action="store_true",
-        help="let torch.compile use its on-disk caches (default: a cold compile)",
-    )
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--workers", type=int, help="loader row: workers (default: the experiment's)")
     p.add_argument("--no-loader", action="store_true", help="leave out the real-loader row")
-    p.add_argument("--cpu-fp16", action="store_true", help="run fp16 on a CPU without native fp16")
-    p.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
-    p.add_argument("--timeout", type=float, help="seconds per set before it counts as failed")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     on_cpu = args.device == "cpu"
     args.sets = args.sets or (CPU_SETS if on_cpu else "all")
