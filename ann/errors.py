@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -74,3 +75,12 @@ def exit_2_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return wrapper
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error: ...`` line and exit 2,
+    like the user errors of :func:`exit_2_on_user_error`."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} ({self.format_usage().strip()})", file=sys.stderr)
+        sys.exit(2)

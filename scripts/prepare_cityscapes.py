@@ -15,11 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from ann.data.base import read_label, require_dir
+from ann.data.base import read_label, require_dir, write_label
 from ann.data.cityscapes import label_id_to_train_id_lut
 from ann.data.loader import worker_context
 from ann.errors import UserError, exit_2_on_user_error
@@ -39,9 +37,7 @@ def convert(label_ids: Path, overwrite: bool = False) -> bool:
     if out.exists() and not overwrite:
         return False
     train_ids = _LUT[read_label(label_ids)]
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.ascontiguousarray(train_ids), mode="L").save(tmp, format="PNG")
-    os.replace(tmp, out)
+    write_label(train_ids, out)
     return True
 
 

@@ -24,14 +24,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ann.data.base import require_dir
+from ann.data.base import require_dir, write_label, write_split
 from ann.data.loader import worker_context
-from ann.data.pascal_context import LABEL_DIR, SPLIT_DIR, context_label, find_context_root
+from ann.data.pascal_context import LABEL_DIR, SPLIT_DIR, context_label
 from ann.data.rle import RLEError
+from ann.data.voc import find_voc_root
 from ann.errors import DataError, exit_2_on_user_error
 
 VOC_LAYOUT = "VOCdevkit/VOC2010 with JPEGImages/ (VOC 2010 trainval)"
@@ -140,15 +140,13 @@ def convert(job: Job) -> set[int]:
         label, others = context_label(height, width, annotations)
     except RLEError as exc:
         raise DataError(f"{jpeg.name}: malformed segmentation in the annotations ({exc})") from None
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.ascontiguousarray(label), mode="L").save(tmp, format="PNG")
-    os.replace(tmp, out)
+    write_label(label, out)
     return others
 
 
 def prepare(voc_root: Path, json_path: Path, nproc: int = 1) -> dict[str, list[str]]:
     """Writes SegmentationClassContext/ and the split files; returns {split: names}."""
-    voc = find_context_root(voc_root)
+    voc = find_voc_root(voc_root, "VOC2010")
     require_dir(voc, VOC_LAYOUT)
     require_dir(voc / "JPEGImages", VOC_LAYOUT)
     data = load_annotations(json_path)
@@ -176,9 +174,7 @@ def prepare(voc_root: Path, json_path: Path, nproc: int = 1) -> dict[str, list[s
     sets.mkdir(parents=True, exist_ok=True)
     names = {split: sorted(job[1].stem for job in jobs[split]) for split in SPLITS}
     for split in SPLITS:
-        tmp = sets / f".{split}.txt.tmp"
-        tmp.write_text("".join(f"{n}\n" for n in names[split]))
-        os.replace(tmp, sets / f"{split}.txt")
+        write_split(sets / f"{split}.txt", names[split])
     return names
 
 

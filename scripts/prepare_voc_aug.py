@@ -20,11 +20,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy.io import loadmat
 from tqdm import tqdm
 
-from ann.data.base import read_label, require_dir
+from ann.data.base import read_label, require_dir, write_label, write_split
 from ann.data.loader import worker_context
 from ann.data.voc import find_voc_root, read_split
 from ann.errors import DataError, exit_2_on_user_error
@@ -48,16 +47,10 @@ def read_sbd_mat(path: Path) -> np.ndarray:
     return seg.astype(np.uint8)
 
 
-def _write_png(label: np.ndarray, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.ascontiguousarray(label), mode="L").save(tmp, format="PNG")
-    os.replace(tmp, out)
-
-
 def _convert(job: tuple[str, Path, Path]) -> None:
     """One label: ("voc", palette PNG, out) or ("sbd", .mat, out)."""
     kind, src, out = job
-    _write_png(read_label(src) if kind == "voc" else read_sbd_mat(src), out)
+    write_label(read_label(src) if kind == "voc" else read_sbd_mat(src), out)
 
 
 def find_sbd_root(root: Path) -> Path:
@@ -125,9 +118,7 @@ def prepare(voc_root: Path, sbd_root: Path, nproc: int = 1) -> list[str]:
             _convert(job)
             bar.update(1)
     bar.close()
-    tmp = sets / ".trainaug.txt.tmp"
-    tmp.write_text("".join(f"{n}\n" for n in trainaug))
-    os.replace(tmp, sets / "trainaug.txt")
+    write_split(sets / "trainaug.txt", trainaug)
     return trainaug
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,22 @@ def read_image(path: Path) -> np.ndarray:
             return np.array(img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def write_label(label: np.ndarray, out: Path) -> None:
+    """Writes (H, W) uint8 class indices as a grey PNG, atomically: a file that
+    exists is whole (a temporary named per process, then renamed), so an
+    interrupted preparation never leaves a truncated label behind."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.ascontiguousarray(label), mode="L").save(tmp, format="PNG")
+    os.replace(tmp, out)
+
+
+def write_split(path: Path, names: Iterable[str]) -> None:
+    """Writes a split file, one name per line, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{n}\n" for n in names))
+    os.replace(tmp, path)
 
 
 def read_label(path: Path) -> np.ndarray:

@@ -17,9 +17,8 @@ import numpy as np
 
 from ann.data import rle
 from ann.data.ade20k import reduce_zero_label_lut
-from ann.data.base import SegmentationDataset, require_dir
-from ann.data.voc import read_split
-from ann.errors import DataError
+from ann.data.base import SegmentationDataset
+from ann.data.voc import find_voc_root, listed_samples
 
 # fmt: off
 # Category ids of the 459 labels (trainval_merged.json) that form the standard
@@ -99,14 +98,6 @@ def context_label(
     return lut[ids], {v for v in painted if v not in CONTEXT_LABEL_IDS}
 
 
-def find_context_root(root: Path) -> Path:
-    """``root`` itself if it holds JPEGImages/, else root/VOC2010 or root/VOCdevkit/VOC2010."""
-    for candidate in (root, root / "VOC2010", root / "VOCdevkit" / "VOC2010"):
-        if (candidate / "JPEGImages").is_dir():
-            return candidate
-    return root
-
-
 class PascalContextDataset(SegmentationDataset):
     """``JPEGImages/NAME.jpg`` with ``SegmentationClassContext/NAME.png`` for
     the names in ``ImageSets/SegmentationContext/{split}.txt``.
@@ -130,24 +121,10 @@ class PascalContextDataset(SegmentationDataset):
         label_dir: str = LABEL_DIR,
     ) -> None:
         super().__init__(transforms, ignore_index)
-        self.root = find_context_root(Path(root))
+        self.root = find_voc_root(Path(root), "VOC2010")
         self.split = split
-        image_dir, mask_dir = self.root / "JPEGImages", self.root / label_dir
-        for folder in (self.root, image_dir, mask_dir):
-            require_dir(folder, _LAYOUT)
         split_file = self.root / SPLIT_DIR / f"{split}.txt"
-        names = read_split(split_file, _LAYOUT)
-        if not names:
-            raise DataError(f"{split_file}: the split lists no images")
-        for folder, suffix, what in ((image_dir, ".jpg", "are missing from"),
-                                     (mask_dir, ".png", "have no label in")):  # fmt: skip
-            missing = [n for n in names if not (folder / f"{n}{suffix}").is_file()]
-            if missing:
-                raise DataError(
-                    f"{len(missing)} image(s) listed in {split_file} {what} {folder}: "
-                    f"{', '.join(missing[:5])}"
-                )
-        self.samples = [(image_dir / f"{n}.jpg", mask_dir / f"{n}.png") for n in names]
+        self.samples = listed_samples(self.root, label_dir, split_file, _LAYOUT)
         self._lut = reduce_zero_label_lut(ignore_index) if self.reduce_zero_label else None
 
     def map_label(self, label: np.ndarray) -> np.ndarray:

@@ -23,12 +23,36 @@ _LAYOUT = (
 )
 
 
-def find_voc_root(root: Path) -> Path:
-    """``root`` itself if it holds JPEGImages/, else root/VOC2012 or root/VOCdevkit/VOC2012."""
-    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+def find_voc_root(root: Path, year: str = "VOC2012") -> Path:
+    """``root`` itself if it holds JPEGImages/, else root/{year} or root/VOCdevkit/{year}."""
+    for candidate in (root, root / year, root / "VOCdevkit" / year):
         if (candidate / "JPEGImages").is_dir():
             return candidate
     return root
+
+
+def listed_samples(
+    root: Path, label_dir: str, split_file: Path, layout: str
+) -> list[tuple[Path, Path]]:
+    """(JPEGImages/NAME.jpg, {label_dir}/NAME.png) for every name ``split_file``
+    lists, after checking the VOC layout under ``root``: one-line DataErrors
+    for a missing folder or split file, an empty split, and listed images
+    without their JPEG or label (``layout`` describes what is expected)."""
+    image_dir, mask_dir = root / "JPEGImages", root / label_dir
+    for folder in (root, image_dir, mask_dir):
+        require_dir(folder, layout)
+    names = read_split(split_file, layout)
+    if not names:
+        raise DataError(f"{split_file}: the split lists no images")
+    for folder, suffix, what in ((image_dir, ".jpg", "are missing from"),
+                                 (mask_dir, ".png", "have no label in")):  # fmt: skip
+        missing = [n for n in names if not (folder / f"{n}{suffix}").is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} image(s) listed in {split_file} {what} {folder}: "
+                f"{', '.join(missing[:5])}"
+            )
+    return [(image_dir / f"{n}.jpg", mask_dir / f"{n}.png") for n in names]
 
 
 def read_split(path: Path, layout: str) -> list[str]:
@@ -64,25 +88,5 @@ class VOCDataset(SegmentationDataset):
         self.root = find_voc_root(Path(root))
         self.split = split
         layout = _LAYOUT.format(label_dir=label_dir, split=split)
-        image_dir = self.root / "JPEGImages"
-        mask_dir = self.root / label_dir
-        require_dir(self.root, layout)
-        require_dir(image_dir, layout)
-        require_dir(mask_dir, layout)
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        names = read_split(split_file, layout)
-        if not names:
-            raise DataError(f"{split_file}: the split lists no images")
-        no_image = [n for n in names if not (image_dir / f"{n}.jpg").is_file()]
-        if no_image:
-            raise DataError(
-                f"{len(no_image)} image(s) listed in {split_file} are missing from {image_dir}: "
-                f"{', '.join(no_image[:5])}"
-            )
-        no_label = [n for n in names if not (mask_dir / f"{n}.png").is_file()]
-        if no_label:
-            raise DataError(
-                f"{len(no_label)} image(s) listed in {split_file} have no label in {mask_dir}: "
-                f"{', '.join(no_label[:5])}"
-            )
-        self.samples = [(image_dir / f"{n}.jpg", mask_dir / f"{n}.png") for n in names]
+        self.samples = listed_samples(self.root, label_dir, split_file, layout)

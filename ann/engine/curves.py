@@ -8,10 +8,8 @@ read with TensorBoard's own ``EventAccumulator``.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ann.engine.plots import new_figure, save_figure
-from ann.errors import UserError, exit_2_on_user_error
+from ann.errors import OneLineArgumentParser, UserError, exit_2_on_user_error
 
 # Loss terms, learning rate, validation mIoU: fnmatch patterns over the tags.
 DEFAULT_KEYS = ("train/loss*", "train/lr", "val/mIoU")
@@ -171,19 +169,11 @@ def plot_runs(
     return save_figure(curves_figure(scalars, selected), out)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one ``error: ...`` line, exit 2, like the tools."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} ({self.format_usage().strip()})", file=sys.stderr)
-        sys.exit(2)
-
-
 @exit_2_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """``python tools/plot.py RUN [RUN ...] [--out FILE.png] [--keys PATTERN ...]``;
     returns the exit status (2 for a user error, printed as one line)."""
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="tools/plot.py",
         description="Overlay the training curves (loss terms, lr, val mIoU) of runs.",
     )

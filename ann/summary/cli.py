@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ann.errors import exit_2_on_user_error
+from ann.errors import OneLineArgumentParser, exit_2_on_user_error
 from ann.summary.configurations import summarize
 from ann.summary.report import to_markdown, write_summary
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one ``error: ...`` line, exit 2, like the tools."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} ({self.format_usage().strip()})", file=sys.stderr)
-        sys.exit(2)
 
 
 @exit_2_on_user_error
@@ -25,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python tools/summarize.py DIR [DIR ...] [--out PREFIX]``; prints the
     markdown summary, writes it and the CSV files, returns the exit status
     (2 for a user error, printed as one line)."""
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="tools/summarize.py",
         description="Summarise runs (seed sweeps) per configuration: mIoU mean ± std over seeds.",
     )

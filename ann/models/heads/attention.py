@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ann.errors import ConfigError
+
 ATTENTION_IMPLS = ("sdpa", "matmul")
 # The paper's f of the similarity map (Sec. 3): softmax is what ANN uses;
 # rescale divides by the number of anchors S (the non-local paper's
@@ -110,27 +112,19 @@ class PyramidPooling(nn.Module):
 
 def check_impl(impl: str) -> str:
     """Validates an ``attention`` option at construction time."""
-    if impl not in ATTENTION_IMPLS:
-        from ann.errors import ConfigError
-
-        raise ConfigError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
-    return impl
+    return check_choice("attention", impl, ATTENTION_IMPLS)
 
 
 def check_choice(key: str, value: str, choices: Sequence[str]) -> str:
     """Validates a string option (``normalization``, ``output``, ...) at
     construction time: a ConfigError naming the key otherwise."""
     if value not in choices:
-        from ann.errors import ConfigError
-
         raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
     return value
 
 
 def check_pool_sizes(sizes: Sequence[int] | None, key: str = "pool_sizes") -> tuple[int, ...]:
     """Validates pyramid sizes: a non-empty list of positive integers."""
-    from ann.errors import ConfigError
-
     if sizes is None or isinstance(sizes, (str, int)) or len(sizes) == 0:
         raise ConfigError(
             f"{key} must be a non-empty list of sizes, e.g. [1, 3, 6, 8]; got {sizes!r}"
@@ -233,6 +227,14 @@ def linear_1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return out if conv.bias is None else out + conv.bias[:, None]
 
 
+def init_wo(block: nn.Module, value_channels: int, out_channels: int) -> None:
+    """Gives ``block`` Wo (``out_proj``: 1×1 conv value_channels -> out_channels),
+    zero-initialised so that the block starts without its attention context."""
+    block.out_proj = nn.Conv2d(value_channels, out_channels, 1)
+    nn.init.zeros_(block.out_proj.weight)
+    nn.init.zeros_(block.out_proj.bias)
+
+
 def init_output(
     block: nn.Module,
     value_channels: int,
@@ -246,9 +248,7 @@ def init_output(
     and ``dropout`` (Dropout2d), the layout :func:`fused_output` computes."""
     from ann.models.layers import ConvBNReLU
 
-    block.out_proj = nn.Conv2d(value_channels, out_channels, 1)
-    nn.init.zeros_(block.out_proj.weight)
-    nn.init.zeros_(block.out_proj.bias)
+    init_wo(block, value_channels, out_channels)
     block.fuse = ConvBNReLU(out_channels + in_channels, out_channels, 1, relu=relu)
     block.dropout = nn.Dropout2d(dropout)
 
@@ -319,15 +319,11 @@ def init_block_output(
         init_output(block, value_channels, in_channels, out_channels, relu, dropout)
         return
     if out_channels != in_channels:
-        from ann.errors import ConfigError
-
         raise ConfigError(
             f"output: residual adds Wo(O) to the input, so the block's output channels "
             f"({out_channels}) must equal its input channels ({in_channels}); use output: concat"
         )
-    block.out_proj = nn.Conv2d(value_channels, out_channels, 1)
-    nn.init.zeros_(block.out_proj.weight)
-    nn.init.zeros_(block.out_proj.bias)
+    init_wo(block, value_channels, out_channels)
 
 
 def residual_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
