@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ann.data.synthetic import SHAPES_CLASSES, ShapesDataset
-from ann.metrics import compute_metrics, confusion_matrix, format_table
+from ann.evaluation.metrics import compute_metrics, confusion_matrix, format_table
 
 
 def load_pixels(root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:

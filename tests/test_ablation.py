@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 
 import pytest
@@ -231,19 +230,23 @@ def test_bad_options_are_one_line_config_errors(make, message: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(cases()))
-def test_defaults_bit_for_bit(name: str) -> None:
-    """At the default options every block and head computes exactly what the
-    code computed before the ablation options (tests/head_snapshot.py), in
-    eval and in training (outputs and input gradients), with the same keys."""
-    snapshot = json.loads(SNAPSHOT.read_text())[name]
+def test_defaults_unchanged(name: str) -> None:
+    """At the default options every block and head computes what the code
+    computed before the ablation options (tests/head_snapshot.py), in eval and
+    in training (outputs and input gradients), with the same keys. In fp64 to
+    1e-12 of each tensor's largest magnitude: a tolerance, not a hash, so that
+    it holds on any CPU (summation order differs between instruction sets)."""
+    snapshot = torch.load(SNAPSHOT, weights_only=True)[name]
     make, kind = cases()[name]
     assert list(make().state_dict()) == snapshot["keys"]
     inputs = make_inputs(kind)
     for mode in ("eval", "train"):
         got = run(fill_weights(make()), kind, inputs, mode == "train")
-        assert [h for h, _ in got] == [h for h, _ in snapshot[mode]], (
-            f"{name} ({mode}): sums {[s for _, s in got]} != {[s for _, s in snapshot[mode]]}"
-        )
+        assert len(got) == len(snapshot[mode])
+        for i, (g, want) in enumerate(zip(got, snapshot[mode], strict=True)):
+            assert g.shape == want.shape and g.dtype == want.dtype
+            err = float((g - want).abs().max() / want.abs().max())
+            assert err <= 1e-12, f"{name} ({mode}) tensor {i}: relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("normalization", ["rescale", "none"])

@@ -17,12 +17,12 @@ from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from cityscapesscripts.helpers.labels import trainId2label
 from PIL import Image
 
+from ann.commands.eval import evaluate
+from ann.commands.train import train
 from ann.data.cityscapes import CITYSCAPES_CLASSES, label_id_to_train_id_lut
-from ann.engine.cityscapes_export import result_path, to_label_ids
-from ann.engine.evaluate import evaluate
-from ann.engine.predictions import PredictionWriter
-from ann.engine.trainer import train
 from ann.errors import ConfigError
+from ann.evaluation.cityscapes_export import result_path, to_label_ids
+from ann.evaluation.predictions import PredictionWriter
 from conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -88,6 +88,7 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
     """SLURM's USR2 before preemption: the trainer finishes the iteration,
     saves last.pth and then calls the handler installed before it
     (submitit's requeue); the requeued run resumes from that file."""
+    from ann.commands.train import train
     from ann.engine import trainer as trainer_mod
 
     calls: list[int] = []
@@ -103,14 +104,14 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", step_then_signal)
     out = tmp_path / "run"
     try:
-        trainer_mod.train(
+        train(
             compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2"))
         )
         assert calls == [signal.SIGUSR2]
         assert torch.load(out / "checkpoints/last.pth", weights_only=True)["iteration"] == 1
         assert "signal received: saved" in (out / "train.log").read_text()
         monkeypatch.undo()
-        trainer_mod.train(
+        train(
             compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2"))
         )
         assert "resumed from" in (out / "train.log").read_text()

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from ann.engine.schema import check_config
+from ann.config.schema import check_config
 from ann.models.heads import AFNB, APNB, ANNHead, FCNHead, NonLocal2d
 from conftest import CONFIG_DIR, compose_cfg
 from helpers import ROOT

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ann.engine.schema import check_config
+from ann.config.schema import check_config
 from ann.errors import ConfigError
 from conftest import CONFIG_DIR, compose_cfg
 from helpers import ROOT, tool_env

@@ -16,11 +16,11 @@ from hydra.utils import instantiate
 from reference import mmseg_ann, official_ann
 from torch import nn
 
+from ann.commands.convert import main as convert_main
 from ann.convert import convert
-from ann.convert import main as convert_main
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
-from ann.engine.inference import infer_slide
 from ann.errors import CheckpointError
+from ann.evaluation.inference import infer_slide
 from ann.models.pretrained import without_pretrained
 from conftest import compose_cfg
 from helpers import ROOT, run_tool
@@ -153,7 +153,7 @@ def test_converted_file_is_a_checkpoint_of_this_project(
 def test_load_from_a_converted_checkpoint_fine_tunes(
     mmseg_file: tuple[nn.Module, Path], tmp_path: Path
 ) -> None:
-    from ann.engine.trainer import train
+    from ann.commands.train import train
 
     _, src = mmseg_file
     out = tmp_path / "ann.pth"

@@ -43,8 +43,9 @@ import torch.distributed as torch_dist
 from hydra.utils import instantiate
 from torch import nn
 
+from ann.commands.train import train
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
-from ann.engine.trainer import Trainer, train
+from ann.engine.trainer import Trainer
 from ann.models.pretrained import without_pretrained
 from conftest import checkpoint_overrides, compose_cfg, tiny_train_overrides
 

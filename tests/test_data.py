@@ -48,7 +48,7 @@ def test_colour_does_not_decide_the_class(shapes_root: Path) -> None:
     train) is poor on val: the classes need context."""
     import torch
 
-    from ann.metrics import compute_metrics, confusion_matrix
+    from ann.evaluation.metrics import compute_metrics, confusion_matrix
 
     def pixels(split: str) -> tuple[np.ndarray, np.ndarray]:
         ds = ShapesDataset(shapes_root, split)

@@ -33,7 +33,7 @@ def _check_run(out: Path) -> None:
 
 def test_cityscapes_ann_trains_on_tiny_tree(tmp_path: Path) -> None:
     """The issue's acceptance command (in process), scales shrunk to the tiny images."""
-    from ann.engine.trainer import train
+    from ann.commands.train import train
 
     root = make_cityscapes(tmp_path / "cs", {"train": {"aachen": 2}, "val": {"ulm": 1}}, (64, 128))
     out = tmp_path / "run"
@@ -58,7 +58,7 @@ def test_train_tool_cityscapes_ann_on_tiny_tree(tmp_path: Path) -> None:
 
 def test_custom_example_experiment_trains(tmp_path: Path) -> None:
     """The documented 2-class custom dataset: images/{split}/*.jpg + masks/{split}/*.png."""
-    from ann.engine.trainer import train
+    from ann.commands.train import train
 
     rng = np.random.default_rng(0)
     root = tmp_path / "mine"

@@ -12,7 +12,7 @@ import torch
 from faulty import RunsCode
 from hydra.utils import instantiate
 
-from ann.engine.evaluate import evaluate
+from ann.commands.eval import evaluate
 from ann.errors import CheckpointError, ConfigError
 from conftest import checkpoint_overrides, compose_cfg
 

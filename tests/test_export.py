@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from ann.commands.export import compare_onnx, export_model, export_onnx
 from ann.engine.checkpoint import save_checkpoint
 from ann.errors import ConfigError
-from ann.export import compare_onnx, export_model, export_onnx
 from ann.models.heads import AFNB, APNB
 from conftest import compose_cfg
 

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from ann.engine.infer import collect_inputs, infer
+from ann.commands.infer import collect_inputs, infer
 from ann.errors import DataError
 from conftest import checkpoint_overrides, compose_cfg
 

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ann.engine.evaluator import Evaluator
-from ann.engine.inference import (
+from ann.errors import ConfigError
+from ann.evaluation.evaluator import Evaluator
+from ann.evaluation.inference import (
     infer_slide,
     infer_whole,
     predict_scores,
     window_starts,
 )
-from ann.errors import ConfigError
-from ann.metrics import compute_metrics
+from ann.evaluation.metrics import compute_metrics
 
 K = 3
 STRIPES = (0, 1, 2, 1)  # class of each vertical quarter of the image

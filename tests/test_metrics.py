@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from ann.metrics import compute_metrics, confusion_matrix, format_table
+from ann.evaluation.metrics import compute_metrics, confusion_matrix, format_table
 
 
 def test_known_confusion_matrix() -> None:

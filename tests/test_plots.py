@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from ann.engine import curves, plots
-from ann.engine.browse import browse
-from ann.engine.evaluate import evaluate
-from ann.engine.evaluator import Evaluator
-from ann.engine.trainer import train
+from ann.commands import plot as curves
+from ann.commands.browse_dataset import browse
+from ann.commands.eval import evaluate
+from ann.commands.train import train
 from ann.errors import ConfigError
-from ann.metrics import compute_metrics
+from ann.evaluation.evaluator import Evaluator
+from ann.evaluation.metrics import compute_metrics
+from ann.visualization import figures as plots
 from conftest import checkpoint_overrides, compose_cfg, tiny_train_overrides
 from helpers import TEST_CONFIGS
 
@@ -56,7 +57,7 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, object]]:
         return original(fig, path)
 
     # curves and browse import save_figure by name; plots calls its own global.
-    for module in ("ann.engine.plots", "ann.engine.curves", "ann.engine.browse"):
+    for module in ("ann.visualization.figures", "ann.commands.plot", "ann.commands.browse_dataset"):
         monkeypatch.setattr(f"{module}.save_figure", spy)
     return records
 

@@ -139,8 +139,8 @@ def test_restoring_paths_never_fetch(hub: Hub, tmp_path: Path) -> None:
     """Train one iteration from the cached V1c file; then, with the cache
     emptied (and no network), resume, fine-tune with load_from and evaluate
     with the recipe's defaults: none of them fetches ImageNet weights."""
-    from ann.engine.evaluate import evaluate
-    from ann.engine.trainer import train
+    from ann.commands.eval import evaluate
+    from ann.commands.train import train
 
     hub.dir.mkdir(parents=True)
     torch.save(v1c_file(50), hub.dir / V1C_50)
@@ -165,7 +165,7 @@ def test_restoring_paths_never_fetch(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_from_scratch_is_logged(tmp_path: Path, shapes_root: Path) -> None:
-    from ann.engine.trainer import train
+    from ann.commands.train import train
     from conftest import tiny_train_overrides
 
     out = tmp_path / "run"

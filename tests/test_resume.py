@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ann.engine.trainer import train
+from ann.commands.train import train
 from conftest import compose_cfg, tiny_train_overrides
 from helpers import ROOT, TEST_CONFIGS, run_tool, tool_env
 

@@ -1,4 +1,4 @@
-"""The speed options (ann.engine.speed) keep results equal.
+"""The speed options (ann.speed) keep results equal.
 
 Tolerances (docs/performance.md): channels_last reorders fp32 sums only, so
 losses and logits agree to fp32 rounding (1e-4 relative after three SGD steps;
@@ -15,11 +15,11 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from ann.engine.evaluator import Evaluator, unwrap
-from ann.engine.speed import autocast, forward_fn, prepare_model, to_input
 from ann.errors import ConfigError
+from ann.evaluation.evaluator import Evaluator
 from ann.models.heads import ANNHead
 from ann.models.pretrained import without_pretrained
+from ann.speed import autocast, forward_fn, prepare_model, to_input, unwrap
 from conftest import compose_cfg
 
 

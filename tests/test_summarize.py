@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ann.summary import main, summarize
+from ann.commands.summarize import main
+from ann.summary import summarize
 from conftest import CONFIG_DIR, checkpoint_overrides, tiny_train_overrides
 from helpers import ROOT, TEST_CONFIGS, run_bounded, run_tool
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ann.engine.evaluate import evaluate
-from ann.engine.trainer import train
+from ann.commands.eval import evaluate
+from ann.commands.train import train
 from conftest import compose_cfg, tiny_train_overrides
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from faulty import RunsCode
 
-from ann.engine.trainer import train
+from ann.commands.train import train
 from ann.errors import CheckpointError, ConfigError
 from ann.models.backbones import ResNetBackbone
 from conftest import compose_cfg, tiny_train_overrides

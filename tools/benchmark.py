@@ -9,30 +9,9 @@ on whole training iterations and on whole-image / sliding-window inference;
 docs/performance.md describes them.
 """
 
-import importlib
-import json
 import sys
-from pathlib import Path
 
-from ann.benchmarks import SUBCOMMANDS
-
-
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in SUBCOMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
-    name, rest = argv[0], argv[1:]
-    out = Path("outputs/benchmarks") / f"{name}.json"
-    if "--json" in rest:
-        i = rest.index("--json")
-        out = Path(rest[i + 1])
-        rest = rest[:i] + rest[i + 2 :]
-    results = importlib.import_module(f"ann.benchmarks.{name}").main(rest)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
-
+from ann.commands.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, set_output_dir
-from ann.engine.browse import browse
+from ann.commands.browse_dataset import browse
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="browse")

@@ -2,7 +2,7 @@
 
 import sys
 
-from ann.convert import main
+from ann.commands.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, set_output_dir
-from ann.export import export_onnx
+from ann.commands.export import export_onnx
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")

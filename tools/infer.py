@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, set_output_dir
-from ann.engine.infer import infer
+from ann.commands.infer import infer
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")

@@ -2,7 +2,7 @@
 
 import sys
 
-from ann.engine.curves import main
+from ann.commands.plot import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ summary_per_class.csv (default: into the first DIR). See ann/summary/.
 
 import sys
 
-from ann.summary import main
+from ann.commands.summarize import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,8 +30,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ann.engine.evaluator import Evaluator
-from ann.metrics import confusion_matrix
+from ann.evaluation.evaluator import Evaluator
+from ann.evaluation.metrics import confusion_matrix
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 MS_SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
@@ -99,7 +99,7 @@ def bench_confusion(reps: int, device: torch.device, k: int = 19) -> dict:
             cs_conf[(value - p) // encoding][p] += c
 
     rows = {
-        "ours (ann.metrics.confusion_matrix)": time_per_call(ours, reps, sync),
+        "ours (ann.evaluation.metrics.confusion_matrix)": time_per_call(ours, reps, sync),
         "torchmetrics MulticlassJaccardIndex": time_per_call(
             lambda: tm.update(pred_d, target_d), reps, sync
         ),

@@ -4,9 +4,9 @@
 
 Inference speed of the segmentors (eval, no_grad, random weights, 19 classes)
 for option sets side by side (ann.benchmarks.options): one (1, 3, H, W) image
-through ``ann.engine.speed.forward_fn`` (autocast, input layout; the model is
+through ``ann.speed.forward_fn`` (autocast, input layout; the model is
 put in the layout and compiled by ``prepare_model``) and
-``ann.engine.inference.infer_whole`` or ``infer_slide``, each (model, mode,
+``ann.evaluation.inference.infer_whole`` or ``infer_slide``, each (model, mode,
 set) in a fresh process: median seconds per image of ``--repeats`` after
 ``--warmup`` (compile sets at least 2, their extra time reported as
 "compile s", a cold compile unless ``--compile-cache``), images/s and peak
@@ -70,9 +70,9 @@ def window_geometry(height: int) -> tuple[list[int], list[int]]:
 def worker(spec: dict) -> dict:
     """One (model, mode, set) in this process: times, peak; the logits
     (1, K, H, W) are saved to ``spec["out"]`` for the comparison."""
-    from ann.engine.inference import infer_slide, infer_whole
-    from ann.engine.speed import configure_backends, forward_fn, prepare_model
+    from ann.evaluation.inference import infer_slide, infer_whole
     from ann.models.pretrained import without_pretrained
+    from ann.speed import configure_backends, forward_fn, prepare_model
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])

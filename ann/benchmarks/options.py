@@ -4,7 +4,7 @@ subprocess per measurement, peak memory, the environment record, tables.
 An option set is a precision (``fp32``, ``bf16`` or ``fp16`` autocast) with
 optional ``+cl`` (channels_last) and ``+compile`` (torch.compile), e.g.
 ``bf16+cl+compile``; ``all`` is the 12 combinations. The options themselves
-are applied by :mod:`ann.engine.speed`, as training and evaluation apply them.
+are applied by :mod:`ann.speed`, as training and evaluation apply them.
 
 Peak memory, measured over one more iteration after the timed ones (so that
 torch.compile's compiler and cuDNN's autotuner are not counted, and the
@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ann.engine.speed import PRECISIONS
+from ann.speed import PRECISIONS
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 BASELINE = "fp32"
@@ -52,7 +52,7 @@ BASELINE = "fp32"
 
 @dataclass(frozen=True)
 class OptionSet:
-    """One combination of the speed options of :mod:`ann.engine.speed`."""
+    """One combination of the speed options of :mod:`ann.speed`."""
 
     precision: str = "fp32"
     channels_last: bool = False

@@ -98,9 +98,9 @@ def build_trainer(
     schedule and scaler that ``Trainer.__init__`` builds, but no run directory,
     datasets or evaluator, so that its own ``train_step`` and ``_loader`` run."""
     from ann.engine.optim import build_optimizer
-    from ann.engine.speed import configure_backends, prepare_model
     from ann.engine.trainer import Trainer
     from ann.models.pretrained import without_pretrained
+    from ann.speed import configure_backends, prepare_model
 
     tcfg = cfg.trainer
     trainer = object.__new__(Trainer)

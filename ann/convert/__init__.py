@@ -2,7 +2,8 @@
 
 ``convert(source, path)`` reads an mmsegmentation model-zoo file (``mmseg``)
 or the authors' release (``official``, MendelXu/ANN) with ``weights_only=True``
-and returns a checkpoint that ``tools/eval.py``, ``tools/infer.py``,
+and returns a checkpoint that ``tools/convert.py`` (:mod:`ann.commands.convert`)
+writes and ``tools/eval.py``, ``tools/infer.py``,
 ``tools/export.py`` and ``trainer.load_from`` read like any other.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from ann.convert.layout import Converted, describe_keys, source_state
 from ann.convert.mmseg import from_mmseg
 from ann.convert.official import from_official
-from ann.errors import CheckpointError, exit_2_on_user_error
+from ann.errors import CheckpointError
 
 SOURCES = {"mmseg": from_mmseg, "official": from_official}
 
@@ -42,38 +43,3 @@ def convert(source: str, path: str | Path) -> Converted:
 def _looks_like(source: str, state: dict[str, Any]) -> bool:
     marker = {"mmseg": "decode_head.", "official": "fusion.stages."}[source]
     return any(k.startswith(marker) for k in state)
-
-
-def convert_file(source: str, src: str | Path, dst: str | Path) -> Converted:
-    """Converts ``src`` and writes the checkpoint to ``dst`` atomically."""
-    from ann.engine.checkpoint import save_checkpoint
-
-    converted = convert(source, src)
-    save_checkpoint(converted.checkpoint(src), dst)
-    return converted
-
-
-@exit_2_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    """``python tools/convert.py {mmseg,official} INPUT OUTPUT``; 2 on a user error."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="tools/convert.py",
-        description="Convert a published ANN checkpoint into this project's format.",
-    )
-    parser.add_argument("source", choices=sorted(SOURCES), help="layout of INPUT")
-    parser.add_argument("input", help="the downloaded .pth file")
-    parser.add_argument("output", help="where to write the converted checkpoint")
-    args = parser.parse_args(argv)
-    done = convert_file(args.source, args.input, args.output)
-    aux = f", auxiliary head {done.aux_channels} ch" if done.aux_channels else ""
-    print(
-        f"wrote {args.output}: ANN ResNet-{done.depth}, {done.num_classes} classes, "
-        f"stem {done.stem_channels} ch{aux} ({len(done.model)} tensors)"
-    )
-    for name in done.experiments:
-        print(f"  python tools/eval.py experiment={name} checkpoint={args.output} dataset.root=...")
-    if not done.experiments:
-        print("  no experiment matches this architecture; override model.* to fit it")
-    return 0

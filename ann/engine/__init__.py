@@ -1,1 +1,1 @@
-"""Training loop, evaluation and checkpoints."""
+"""Training: the loop (Trainer), checkpoints, optimizer and LR schedule."""

@@ -1,4 +1,5 @@
-"""The iteration-based training loop: ``train(cfg)``."""
+"""The iteration-based training loop: :class:`Trainer` (``tools/train.py`` runs it
+through :func:`ann.commands.train.train`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import logging
 import math
 import random
 import resource
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ann import dist
+from ann.config.schema import check_config
 from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import TrainSampler
 from ann.engine.checkpoint import (
@@ -33,15 +34,22 @@ from ann.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ann.engine.evaluator import unwrap, write_metrics
 from ann.engine.optim import build_optimizer
-from ann.engine.schema import check_config
-from ann.engine.speed import amp_dtype, autocast, configure_backends, prepare_model, to_input
-from ann.engine.visualize import prediction_grid
+from ann.engine.signals import SignalGuard
 from ann.errors import DataLoaderDied, TrainingDiverged
+from ann.evaluation.evaluator import write_metrics
+from ann.evaluation.metrics import format_table
 from ann.logging_utils import setup_logging
-from ann.metrics import format_table
 from ann.models.pretrained import ensure_available, without_pretrained
+from ann.speed import (
+    amp_dtype,
+    autocast,
+    configure_backends,
+    prepare_model,
+    to_input,
+    unwrap,
+)
+from ann.visualization.masks import prediction_grid
 
 log = logging.getLogger(__name__)
 
@@ -76,37 +84,6 @@ def prepare_output_dir(cfg: DictConfig) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return out_dir
-
-
-class _SignalGuard:
-    """Turns SIGTERM, SIGINT and SIGUSR2 into a flag checked between iterations.
-
-    SIGUSR2 is what SLURM sends (``--signal=USR2@...``) before preempting or
-    timing out a submitit job. After the loop has saved ``last.pth`` the signal
-    is handed on to the handler that was installed before (submitit's, which
-    requeues the job so that it resumes in the same output directory).
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> _SignalGuard:
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.received = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        chained = self._previous.get(signal.SIGUSR2)
-        if self.received == signal.SIGUSR2 and callable(chained):
-            chained(signal.SIGUSR2, None)
 
 
 class Trainer:
@@ -148,7 +125,7 @@ class Trainer:
         self.scheduler = instantiate(
             cfg.scheduler, optimizer=self.optimizer, max_iters=self.tcfg.max_iters
         )
-        self.amp_dtype = amp_dtype(bool(self.tcfg.amp), str(self.tcfg.amp_dtype))
+        self.amp_dtype = amp_dtype(self.tcfg.amp, str(self.tcfg.amp_dtype), "trainer", self.device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
@@ -352,7 +329,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         # The bar and the writer close on any exit, so an error message comes last.
-        with bar, _SignalGuard() as guard, self.writer or nullcontext():
+        with bar, SignalGuard() as guard, self.writer or nullcontext():
             try:
                 with worker_deaths("train", "trainer.num_workers"):
                     metrics = self._loop(data_iter, bar, guard)
@@ -360,7 +337,7 @@ class Trainer:
                 raise DataLoaderDied(f"{exc}{self.intact_note()}") from None
         return metrics
 
-    def _loop(self, data_iter: Iterator[dict], bar: tqdm, guard: _SignalGuard) -> dict:
+    def _loop(self, data_iter: Iterator[dict], bar: tqdm, guard: SignalGuard) -> dict:
         """Iterations from ``start_iter`` to ``max_iters`` with validations and
         checkpoints; returns the last validation's metrics."""
         max_iters = int(self.tcfg.max_iters)
@@ -420,16 +397,4 @@ class Trainer:
         return metrics
 
 
-def train(cfg: DictConfig) -> dict:
-    """Trains the model ``cfg`` describes; returns the last validation metrics.
-
-    Resumes from ``<output_dir>/checkpoints/last.pth`` when ``trainer.resume``.
-    """
-    try:
-        with dist.rank_failures("trainer.dist_timeout_min"):
-            return Trainer(cfg).run()
-    finally:
-        dist.cleanup()
-
-
-__all__ = ["Trainer", "train"]
+__all__ = ["Trainer"]

@@ -13,10 +13,10 @@ reached, the wall time and the per-class IoU means.
 - :mod:`ann.summary.sweep`: the jobs of a Hydra sweep (multirun.yaml) that left no folder;
 - :mod:`ann.summary.configurations`: grouping runs into configurations, statistics;
 - :mod:`ann.summary.report`: summary.md, summary.csv and summary_per_class.csv;
-- :mod:`ann.summary.cli`: the command line (:func:`main`).
+
+The command line is :mod:`ann.commands.summarize`.
 """
 
-from ann.summary.cli import main
 from ann.summary.configurations import (
     Configuration,
     Stats,
@@ -38,7 +38,6 @@ __all__ = [
     "SummaryError",
     "find_runs",
     "group_runs",
-    "main",
     "missing_jobs",
     "read_run",
     "summarize",

@@ -1,6 +1,6 @@
 """Finding and reading runs: what a run directory holds and when one is skipped.
 
-What a run directory holds (:mod:`ann.engine.trainer`, :mod:`ann.engine.evaluate`):
+What a run directory holds (:mod:`ann.engine.trainer`, :mod:`ann.commands.eval`):
 
 - a training run: config.yaml, train.log, checkpoints/, tb/ (TensorBoard
   scalars ``val/mIoU`` ... at each validation) and, from the first validation

@@ -18,10 +18,10 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 
-from ann.engine.inference import check_options
-from ann.engine.predictions import FORMATS
-from ann.engine.speed import COMPILE_MODES
 from ann.errors import ConfigError
+from ann.evaluation.inference import check_options
+from ann.evaluation.predictions import FORMATS
+from ann.speed import COMPILE_MODES
 
 Pair = list[int]  # [height, width] or (long, short): two positive ints
 
@@ -46,7 +46,7 @@ class TrainerSchema:
     log_interval: int = _key(ge=1)
     batch_size: int = _key(ge=1)
     num_workers: int = _key(ge=0)
-    amp: bool = _key()
+    amp: Union[bool, Literal["auto"]] = _key()  # noqa: UP007 - get_type_hints on 3.10
     amp_dtype: Literal["bf16", "fp16"] = _key()
     channels_last: bool = _key()
     compile: bool = _key()
@@ -90,7 +90,7 @@ class EvaluatorSchema:
     average: Literal["prob", "logits"] = _key()
     save_predictions: Optional[Literal[FORMATS]] = _key()  # noqa: UP045
     num_workers: int = _key(ge=0)
-    amp: bool = _key()
+    amp: Union[bool, Literal["auto"]] = _key()  # noqa: UP007 - get_type_hints on 3.10
     amp_dtype: Literal["bf16", "fp16"] = _key()
     channels_last: bool = _key()
 
@@ -118,10 +118,10 @@ def _describe(hint: Any, meta: dict) -> str:
     """'an integer ≥ 1', 'one of bf16, fp16', 'null or [h, w] ...'."""
     origin, args = get_origin(hint), get_args(hint)
     if origin is Union:
-        inner = [a for a in args if a is not type(None)][0]
-        return f"null or {_describe(inner, meta)}"
+        parts = [_describe(a, meta) for a in args if a is not type(None)]
+        return " or ".join(["null"] * (type(None) in args) + parts)
     if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
+        return str(args[0]) if len(args) == 1 else "one of " + ", ".join(str(a) for a in args)
     bounds = [
         f"{sym} {meta[k]:g}"
         for k, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
@@ -149,7 +149,9 @@ def _in_range(value: float, meta: dict) -> bool:
 def _valid(value: Any, hint: Any, meta: dict) -> bool:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Union:
-        return value is None or any(_valid(value, a, meta) for a in args if a is not type(None))
+        if value is None:
+            return type(None) in args
+        return any(_valid(value, a, meta) for a in args if a is not type(None))
     if origin is Literal:
         return value in args
     if hint is bool:

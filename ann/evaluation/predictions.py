@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ann.engine.cityscapes_export import result_path, to_label_ids
-from ann.engine.visualize import colorize
 from ann.errors import ConfigError
+from ann.evaluation.cityscapes_export import result_path, to_label_ids
+from ann.visualization.masks import colorize
 
 FORMATS = ("trainid", "cityscapes", "color")
 
@@ -70,7 +70,7 @@ class PredictionWriter:
 
     - ``trainid``: ``{name}.png``, single-channel class indices;
     - ``cityscapes``: ``{city}/{city}_{seq}_{frame}_leftImg8bit.png`` labelIds,
-      ready for the Cityscapes benchmark (see :mod:`ann.engine.cityscapes_export`);
+      ready for the Cityscapes benchmark (see :mod:`ann.evaluation.cityscapes_export`);
     - ``color``: ``masks/{name}.png`` palette PNGs (pixel values = class indices)
       and ``overlays/{name}.png``, image | ground truth | prediction overlay.
     """

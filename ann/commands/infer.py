@@ -13,12 +13,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from ann.config.schema import check_config
 from ann.data.base import default_palette, read_image
 from ann.data.folder import IMAGE_SUFFIXES
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
-from ann.engine.predictions import PredictionWriter
-from ann.engine.schema import check_config
 from ann.errors import ConfigError, DataError
+from ann.evaluation.predictions import PredictionWriter
 from ann.logging_utils import setup_logging
 from ann.models.pretrained import without_pretrained
 

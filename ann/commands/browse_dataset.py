@@ -22,10 +22,10 @@ from matplotlib.patches import Patch
 from omegaconf import DictConfig
 from PIL import Image
 
-from ann.engine.plots import new_figure, save_figure
-from ann.engine.schema import check_config
-from ann.engine.visualize import colorize, denormalize
+from ann.config.schema import check_config
 from ann.errors import ConfigError
+from ann.visualization.figures import new_figure, save_figure
+from ann.visualization.masks import colorize, denormalize
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,70 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def amp_dtype(amp: bool, dtype: str, key: str = "trainer.amp_dtype") -> torch.dtype | None:
-    """The autocast dtype for ``amp``/``dtype`` options, None for fp32."""
-    if not amp:
-        return None
+def native_support(device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str]:
+    """Whether ``device`` computes ``dtype`` (bf16 / fp16) in hardware, and why.
+
+    On a CPU without AVX-512 BF16 / AMX (most laptops, CI runners and cloud
+    VMs), PyTorch emulates bf16 convolutions in software: several times slower
+    than fp32, not faster. oneDNN decides which kernels run, so its own answer
+    is the one that counts (``ONEDNN_MAX_CPU_ISA=AVX2`` makes it say no).
+    """
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if dtype == torch.float16:
+            return True, "CUDA runs fp16 natively"
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no including_emulation argument
+            native = torch.cuda.is_bf16_supported()
+        gpu = torch.cuda.get_device_name(device)
+        return native, f"{gpu} {'runs' if native else 'does not run'} bf16 natively"
+    if device.type == "cpu":
+        probe = {
+            torch.bfloat16: "_is_mkldnn_bf16_supported",
+            torch.float16: "_is_mkldnn_fp16_supported",
+        }[dtype]
+        native = bool(getattr(torch.ops.mkldnn, probe)())
+        isa = "AVX-512 BF16 / AMX" if dtype == torch.bfloat16 else "AVX-512 FP16 / AMX-FP16"
+        if native:
+            return True, f"this CPU has {isa}"
+        return False, f"this CPU lacks {isa}, so {name} would be emulated"
+    return False, f"no native {name} check for device type {device.type!r}"
+
+
+def amp_dtype(
+    amp: bool | str,
+    dtype: str,
+    key: str = "trainer",
+    device: torch.device | str = "cpu",
+) -> torch.dtype | None:
+    """The autocast dtype for the ``{key}.amp`` / ``{key}.amp_dtype`` options on
+    ``device``; None for fp32. Logs the choice and its reason in one line.
+
+    ``amp``: false (fp32), true (``dtype`` even if emulated: warns), or
+    ``"auto"`` (``dtype`` where the device runs it natively, else fp32).
+    """
+    if amp not in (True, False, "auto"):
+        raise ConfigError(f"{key}.amp must be true, false or auto, got {amp!r}")
     if dtype not in ("bf16", "fp16"):
-        raise ConfigError(f"{key} must be one of bf16, fp16, got {dtype!r}")
+        raise ConfigError(f"{key}.amp_dtype must be one of bf16, fp16, got {dtype!r}")
+    if amp is False:
+        log.info("%s precision: fp32 (%s.amp=false)", key, key)
+        return None
+    native, why = native_support(device, PRECISIONS[dtype])
+    if amp == "auto":
+        chosen = dtype if native else "fp32"
+        log.info("%s precision: %s (%s.amp=auto: %s)", key, chosen, key, why)
+        return PRECISIONS[dtype] if native else None
+    if native:
+        log.info("%s precision: %s autocast (%s.amp=true: %s)", key, dtype, key, why)
+    else:
+        log.warning(
+            "%s precision: %s autocast although %s; expect it to be several times slower"
+            " than fp32 (set %s.amp=auto or false)",
+            key, dtype, why, key,
+        )  # fmt: skip
     return PRECISIONS[dtype]
 
 
@@ -79,7 +137,7 @@ def prepare_model(
 
     The compiled module (``torch.compile``'s ``OptimizedModule``) shares the
     parameters and state_dict keys of ``model`` (under ``_orig_mod``, which
-    :func:`ann.engine.evaluator.unwrap` removes), so checkpoints are unchanged.
+    :func:`unwrap` removes), so checkpoints are unchanged.
     """
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -91,6 +149,18 @@ def prepare_model(
         )
     log.info("torch.compile(mode=%s): the first iterations compile the model", compile_mode)
     return torch.compile(model, mode=compile_mode)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside ``torch.compile`` and DistributedDataParallel
+    wrappers (or the model itself): the one whose state_dict is saved."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 def to_input(images: Tensor, channels_last: bool) -> Tensor:
@@ -118,6 +188,7 @@ def forward_fn(
 
 __all__ = [
     "COMPILE_MODES",
+    "native_support",
     "PRECISIONS",
     "amp_dtype",
     "autocast",
@@ -126,4 +197,5 @@ __all__ = [
     "memory_format",
     "prepare_model",
     "to_input",
+    "unwrap",
 ]

@@ -12,14 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from ann import dist
+from ann.config.schema import check_config
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
-from ann.engine.evaluator import write_metrics
-from ann.engine.plots import write_eval_plots
-from ann.engine.schema import check_config
 from ann.errors import ConfigError
+from ann.evaluation.evaluator import write_metrics
+from ann.evaluation.metrics import format_table
 from ann.logging_utils import setup_logging
-from ann.metrics import format_table
 from ann.models.pretrained import without_pretrained
+from ann.visualization.figures import write_eval_plots
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from ann.engine.plots import new_figure, save_figure
 from ann.errors import OneLineArgumentParser, UserError, exit_2_on_user_error
+from ann.visualization.figures import new_figure, save_figure
 
 # Loss terms, learning rate, validation mIoU: fnmatch patterns over the tags.
 DEFAULT_KEYS = ("train/loss*", "train/lr", "val/mIoU")

@@ -1,0 +1,1 @@
+"""The bodies of the tools/ scripts, one module each, named like the script."""

@@ -1,0 +1,36 @@
+"""``tools/benchmark.py``: python tools/benchmark.py {heads,model,data,eval,train,infer} [--json PATH] [options]
+
+Each subcommand measures its candidates side by side in one run, prints a
+table with ratios and writes the figures as JSON (default
+outputs/benchmarks/<subcommand>.json). ``train`` and ``infer`` compare the
+speed option sets (fp32 / bf16 / fp16 autocast, channels_last, torch.compile)
+on whole training iterations and on whole-image / sliding-window inference;
+``python tools/benchmark.py SUBCOMMAND --help`` lists each one's options, and
+docs/performance.md describes them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from ann.benchmarks import SUBCOMMANDS
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in SUBCOMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    name, rest = argv[0], argv[1:]
+    out = Path("outputs/benchmarks") / f"{name}.json"
+    if "--json" in rest:
+        i = rest.index("--json")
+        out = Path(rest[i + 1])
+        rest = rest[:i] + rest[i + 2 :]
+    results = importlib.import_module(f"ann.benchmarks.{name}").main(rest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Config validation (the start-up schema check)."""

@@ -1,0 +1,2 @@
+"""Evaluation: the evaluator, test-time inference (whole, sliding window,
+scales and flips), metrics and prediction writers."""

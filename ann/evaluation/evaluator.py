@@ -1,0 +1,189 @@
+"""The evaluator: inference over a dataset, confusion matrix, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ann import dist
+from ann.data.loader import build_loader, worker_deaths
+from ann.data.samplers import ShardSampler
+from ann.errors import ConfigError
+from ann.evaluation.inference import check_options, predict_scores
+from ann.evaluation.metrics import compute_metrics, confusion_matrix
+from ann.evaluation.predictions import FORMATS, PredictionWriter
+from ann.speed import amp_dtype as amp_dtype_of
+from ann.speed import forward_fn, unwrap
+from ann.visualization.masks import denormalize
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator:
+    """Evaluates a segmentor on a dataset, one image at a time.
+
+    Under DDP each rank evaluates a disjoint shard (every image exactly once)
+    and the confusion matrices are summed over ranks.
+
+    Args:
+        mode: ``"whole"`` or ``"slide"`` (see :mod:`ann.evaluation.inference`).
+        scales, flip: test-time augmentation (1.0 and False: none).
+        crop_size, stride: sliding-window geometry (h, w), mode ``"slide"``.
+        save_predictions: None, or ``"trainid"``, ``"cityscapes"``, ``"color"``
+            (see :class:`~ann.evaluation.predictions.PredictionWriter`); written only
+            when :meth:`evaluate` is given a ``prediction_dir``.
+        num_workers: data loader workers.
+        average: ``"prob"`` (softmax probabilities, the reference) or
+            ``"logits"``: what is averaged over scales and flips.
+        amp, amp_dtype: run the forward passes under autocast to ``"bf16"`` or
+            ``"fp16"`` (``amp="auto"``: only where the device runs it natively);
+            the scores are averaged in fp32.
+        channels_last: feed the model NHWC inputs (convolutions follow their
+            input's layout, so the model's own parameters are left as they are).
+
+    After :meth:`evaluate`, ``last_confusion`` holds that evaluation's (K, K)
+    int64 confusion matrix on the CPU (rows ground truth, summed over ranks),
+    for plots: metrics.json itself never carries the matrix.
+    """
+
+    def __init__(
+        self,
+        mode: str = "whole",
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        crop_size: Sequence[int] | None = None,
+        stride: Sequence[int] | None = None,
+        save_predictions: str | None = None,
+        num_workers: int = 2,
+        average: str = "prob",
+        amp: bool | str = False,
+        amp_dtype: str = "bf16",
+        channels_last: bool = False,
+    ) -> None:
+        self.mode = str(mode)
+        self.scales = [float(s) for s in scales]
+        self.flip = bool(flip)
+        self.crop_size = [int(v) for v in crop_size] if crop_size is not None else None
+        self.stride = [int(v) for v in stride] if stride is not None else None
+        self.average = str(average)
+        # Checked here, so a bad key fails before training or loading anything.
+        check_options(self.mode, self.scales, self.crop_size, self.stride, self.average)
+        if save_predictions is not None and save_predictions not in FORMATS:
+            raise ConfigError(
+                f"evaluator.save_predictions must be null or one of {list(FORMATS)}, "
+                f"got {save_predictions!r}"
+            )
+        self.save_predictions = save_predictions
+        self.num_workers = num_workers
+        if amp not in (True, False, "auto") or amp_dtype not in ("bf16", "fp16"):
+            amp_dtype_of(amp, str(amp_dtype), "evaluator")  # raises the one-line error
+        self.amp, self.amp_dtype = amp, str(amp_dtype)
+        self._dtypes: dict[str, torch.dtype | None] = {}
+        self.channels_last = bool(channels_last)
+        self.last_confusion: Tensor | None = None
+
+    def dtype(self, device: torch.device | str) -> torch.dtype | None:
+        """The autocast dtype on ``device`` (None: fp32), chosen and logged once
+        per device type: ``amp="auto"`` depends on the hardware."""
+        kind = torch.device(device).type
+        if kind not in self._dtypes:
+            self._dtypes[kind] = amp_dtype_of(self.amp, self.amp_dtype, "evaluator", device)
+        return self._dtypes[kind]
+
+    def predict(self, model: nn.Module, image: Tensor, out_size: tuple[int, int]) -> Tensor:
+        """Averaged scores of the configured mode/scales/flip:
+        (B, 3, H, W) -> (B, K, *out_size)."""
+        net = unwrap(model)
+        return predict_scores(
+            forward_fn(net, self.dtype(image.device), self.channels_last),
+            image,
+            out_size,
+            mode=self.mode,
+            align_corners=bool(getattr(net, "align_corners", False)),
+            scales=self.scales,
+            flip=self.flip,
+            crop_size=self.crop_size,
+            stride=self.stride,
+            average=self.average,
+        )
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+        prediction_dir: str | Path | None = None,
+        loader_name: str = "eval",
+    ) -> dict:
+        """Runs the model over ``dataset``; returns the metrics.json dict
+        (mIoU, mAcc, aAcc, fwIoU, per_class, num_images, scales, flip, mode).
+
+        With ``save_predictions`` set and a ``prediction_dir``, every rank
+        writes the predictions of its own shard there. ``loader_name`` ("val"
+        or "eval") names the loader in the error if a worker dies.
+        """
+        net = unwrap(model)
+        was_training = net.training
+        net.eval()
+        num_classes = dataset.num_classes
+        conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
+        loader = build_loader(dataset, sampler=sampler, num_workers=self.num_workers)
+        writer = None
+        if self.save_predictions and prediction_dir is not None:
+            writer = PredictionWriter(
+                self.save_predictions,
+                prediction_dir,
+                dataset.classes,
+                dataset.palette,
+                dataset.ignore_index,
+            )
+        bar = tqdm(loader, desc=loader_name, disable=not (progress and dist.is_main()), leave=False)
+        with worker_deaths(loader_name, "evaluator.num_workers"):
+            for batch in bar:
+                self._step(net, batch, device, conf, writer, dataset)
+        dist.all_reduce_sum(conf)
+        self.last_confusion = conf.cpu()
+        net.train(was_training)
+        metrics = compute_metrics(conf, dataset.classes)
+        metrics.update(num_images=len(dataset), scales=self.scales, flip=self.flip, mode=self.mode)
+        return metrics
+
+    def _step(
+        self,
+        net: nn.Module,
+        batch: dict,
+        device: torch.device | str,
+        conf: Tensor,
+        writer: PredictionWriter | None,
+        dataset: Dataset,
+    ) -> None:
+        """Predicts one batch, adds it to ``conf`` (K, K) and writes its predictions."""
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        pred = self.predict(net, image, tuple(mask.shape[-2:])).argmax(1)
+        conf += confusion_matrix(pred, mask, dataset.num_classes, dataset.ignore_index)
+        if writer is not None:
+            for i, name in enumerate(batch["name"]):
+                writer.write(
+                    name,
+                    pred[i].cpu().numpy().astype("uint8"),
+                    denormalize(batch["image"][i], getattr(dataset, "transforms", None))
+                    if writer.fmt == "color"
+                    else None,
+                    batch["mask"][i].numpy(),
+                )
+
+
+def write_metrics(metrics: dict, path: str | Path) -> None:
+    """Writes metrics.json (indented, stable key order)."""
+    Path(path).write_text(json.dumps(metrics, indent=2) + "\n")

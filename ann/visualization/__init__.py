@@ -1,0 +1,1 @@
+"""Figures (confusion matrix, per-class IoU, curves) and mask rendering."""
