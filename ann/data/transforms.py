@@ -29,13 +29,15 @@ def rescale_size(
 
     ``scale`` is (long side, short side) as in mmsegmentation's (2048, 1024):
     the image is scaled by the largest factor with which its long side fits
-    the long bound and its short side fits the short bound. None scales by
-    ``ratio`` alone.
+    the long bound and its short side fits the short bound. The bounds are
+    ``scale`` × ``ratio`` truncated to integers, as mmcv's RandomResize
+    truncates them before rescaling (2048 × 0.7371 bounds at 1509, not
+    1509.6, which changes the output size). None scales by ``ratio`` alone.
     """
     if scale is None:
         factor = ratio
     else:
-        long_bound, short_bound = max(scale) * ratio, min(scale) * ratio
+        long_bound, short_bound = int(max(scale) * ratio), int(min(scale) * ratio)
         factor = min(long_bound / max(height, width), short_bound / min(height, width))
     return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
@@ -50,8 +52,13 @@ class RandomRescaleCrop(A.DualTransform):
     Only the crop is ever resampled: the image pixels are interpolated straight
     from the source with the same sampling positions as a full bilinear resize
     (half-pixel centres, edge clamping), so a 2× upscale of a 2048×1024 image
-    costs a 512×1024 crop, not a 4096×2048 resize. The mask takes the source
-    pixel under each sample point (nearest), so image and mask stay aligned.
+    costs a 512×1024 crop, not a 4096×2048 resize. The mask takes the pixels
+    OpenCV's ``INTER_NEAREST`` resize would (mmcv's nearest), so it equals
+    mmsegmentation's resized-then-cropped label exactly.
+
+    Besides what ``apply`` needs, the params (``self.params`` after a call)
+    record the draws: ``ratio`` and every crop origin tried, in order
+    (``offsets``), so a test can replay them through another implementation.
     """
 
     def __init__(
@@ -75,9 +82,13 @@ class RandomRescaleCrop(A.DualTransform):
 
     @staticmethod
     def _source_index(start: int, length: int, factor: float, limit: int) -> np.ndarray:
-        """Source pixel under each of ``length`` output pixels from ``start``: (length,) int."""
-        idx = np.floor((np.arange(start, start + length) + 0.5) / factor).astype(np.int64)
-        return np.clip(idx, 0, limit - 1)
+        """Source pixel of each of ``length`` output pixels from ``start``: (length,) int.
+
+        OpenCV's nearest resize takes floor(x · (1 / factor)) in double precision,
+        with no half-pixel shift; the same expression keeps every index equal.
+        """
+        idx = np.floor(np.arange(start, start + length) * (1.0 / factor)).astype(np.int64)
+        return np.minimum(idx, limit - 1)
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         height, width = params["shape"][:2]
@@ -86,9 +97,12 @@ class RandomRescaleCrop(A.DualTransform):
         crop_h, crop_w = min(self.height, out_h), min(self.width, out_w)
         fy, fx = out_h / height, out_w / width
 
+        offsets: list[tuple[int, int]] = []
+
         def box() -> tuple[int, int, np.ndarray, np.ndarray]:
             top = self.py_random.randint(0, out_h - crop_h)
             left = self.py_random.randint(0, out_w - crop_w)
+            offsets.append((top, left))
             rows = self._source_index(top, crop_h, fy, height)
             cols = self._source_index(left, crop_w, fx, width)
             return top, left, rows, cols
@@ -103,7 +117,7 @@ class RandomRescaleCrop(A.DualTransform):
                     break
                 top, left, rows, cols = box()
         return {"top": top, "left": left, "factor": (fy, fx), "crop": (crop_h, crop_w),
-                "rows": rows, "cols": cols}  # fmt: skip
+                "rows": rows, "cols": cols, "ratio": ratio, "offsets": offsets}  # fmt: skip
 
     def apply(
         self,
@@ -142,8 +156,11 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     """mmsegmentation's PhotoMetricDistortion on uint8 RGB, each step with
     probability 0.5: brightness ± ``brightness_delta``, contrast ×[0.5, 1.5]
     (before or after the colour steps, at random), saturation ×[0.5, 1.5],
-    hue ± ``hue_delta`` on OpenCV's 0–180 hue scale. Implemented with lookup
-    tables (one pass for brightness and contrast, one HSV round trip)."""
+    hue shift in [−``hue_delta``, ``hue_delta``) on OpenCV's 0–180 hue scale
+    (mmsegmentation draws it with ``np.random.randint``, whose upper bound is
+    exclusive). Implemented with lookup tables; saturation and hue each make
+    their own HSV round trip through uint8 RGB, as mmsegmentation does, since
+    a shared round trip rounds differently."""
 
     def __init__(
         self,
@@ -166,7 +183,7 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         contrast_first = coin()
         alpha = r.uniform(*self.contrast_range) if coin() else None
         sat = r.uniform(*self.saturation_range) if coin() else None
-        hue = r.randint(-self.hue_delta, self.hue_delta) if coin() else None
+        hue = r.randint(-self.hue_delta, self.hue_delta - 1) if coin() else None
         return {"beta": beta, "alpha": alpha, "contrast_first": contrast_first,
                 "sat": sat, "hue": hue}  # fmt: skip
 
@@ -174,6 +191,17 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     def _affine(lut: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
         # As mmsegmentation: float, clip to [0, 255], truncate to uint8 after every step.
         return np.clip(lut.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    @staticmethod
+    def _hsv_lut(
+        img: np.ndarray, h_lut: np.ndarray | None = None, s_lut: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> HSV, hue and saturation through (256,) tables -> RGB."""
+        identity = np.arange(256, dtype=np.uint8)
+        h = identity if h_lut is None else h_lut.astype(np.uint8)
+        s = identity if s_lut is None else s_lut
+        luts = np.stack([h, s, identity], axis=-1)[None]
+        return cv2.cvtColor(cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV), luts), cv2.COLOR_HSV2RGB)
 
     def apply(
         self,
@@ -191,12 +219,10 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
             lut = self._affine(lut, alpha=alpha)
         if beta is not None or (alpha is not None and contrast_first):
             img = cv2.LUT(img, lut)
-        if sat is not None or hue is not None:
-            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-            h_lut = identity if hue is None else ((identity.astype(np.int64) + hue) % 180)
-            s_lut = identity if sat is None else self._affine(identity, alpha=sat)
-            luts = np.stack([h_lut.astype(np.uint8), s_lut, identity], axis=-1)[None]
-            img = cv2.cvtColor(cv2.LUT(hsv, luts), cv2.COLOR_HSV2RGB)
+        if sat is not None:
+            img = self._hsv_lut(img, s_lut=self._affine(identity, alpha=sat))
+        if hue is not None:
+            img = self._hsv_lut(img, h_lut=((identity.astype(np.int64) + hue) % 180))
         if alpha is not None and not contrast_first:
             img = cv2.LUT(img, self._affine(identity, alpha=alpha))
         return img
