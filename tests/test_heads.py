@@ -189,3 +189,30 @@ def test_blocks_under_autocast(train: bool) -> None:
     if train:
         out.float().sum().backward()
         assert apnb.fuse[0].weight.grad is not None
+
+
+def test_shared_projection_bn_updates_twice_per_step() -> None:
+    """APNB's shared key/query BN takes two running-stat steps per training
+    forward (the references call it for the query and for the key): momentum
+    1-(1-m)², counter +2; outputs and gradients do not depend on it."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 11, dtype=torch.float64)
+    twice = _randomise(APNB(16, 16, 8, 6, dropout=0.0)).double().train()
+    once = copy.deepcopy(twice)
+    once.query_key_bn_updates = 1
+    bn0 = copy.deepcopy(twice.query_key[1])
+    out2, out1 = twice(x), once(x)
+    torch.testing.assert_close(out2, out1, rtol=0, atol=0)
+    y = twice.query_key[0](x)
+    m = bn0.momentum
+    mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=True)
+    bn = twice.query_key[1]
+    torch.testing.assert_close(
+        bn.running_mean, (1 - m) ** 2 * bn0.running_mean + (1 - (1 - m) ** 2) * mean
+    )
+    torch.testing.assert_close(
+        bn.running_var, (1 - m) ** 2 * bn0.running_var + (1 - (1 - m) ** 2) * var
+    )
+    assert int(bn.num_batches_tracked) == int(bn0.num_batches_tracked) + 2
+    assert int(once.query_key[1].num_batches_tracked) == int(bn0.num_batches_tracked) + 1
+    assert set(twice.state_dict()) == set(once.state_dict())

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch import nn
 
 from ann.errors import ConfigError
 from ann.models.losses import CrossEntropyLoss, OhemCrossEntropyLoss
@@ -119,3 +120,77 @@ def test_aux_weight_and_loss_configs() -> None:
     out = {"out": logits, "aux": logits.flip(-1)}
     losses = model.compute_loss(out, target)
     torch.testing.assert_close(losses["loss"], losses["loss_main"] + 0.25 * losses["loss_aux"])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_averages_equal_mmseg_and_torch(weighted: bool) -> None:
+    """average: all / valid are mmseg's avg_non_ignore False / True (class
+    weights scale pixels, the divisor counts pixels); weighted is torch's."""
+    from reference.mmseg_ann import cross_entropy
+
+    logits, target = _data(k=4)
+    logits = logits.double()
+    w = [0.5, 1.0, 2.0, 1.5] if weighted else None
+    wt = None if w is None else torch.tensor(w, dtype=torch.float64)
+    for average, non_ignore in (("all", False), ("valid", True)):
+        ours = CrossEntropyLoss(class_weight=w, average=average)(logits, target)
+        torch.testing.assert_close(ours, cross_entropy(logits, target, 255, wt, non_ignore))
+    ours = CrossEntropyLoss(class_weight=w, average="weighted")(logits, target)
+    torch.testing.assert_close(ours, F.cross_entropy(logits, target, wt, ignore_index=255))
+    with pytest.raises(ConfigError, match="average"):
+        CrossEntropyLoss(average="pixels")
+
+
+@pytest.mark.parametrize("min_kept", [0, 1, 5, 30, 69, 70, 71, 10**6])
+@pytest.mark.parametrize("thresh", [0.0, 0.3, 0.7])
+def test_authors_ohem_equals_their_loss(min_kept: int, thresh: float) -> None:
+    """rule: authors against FSOhemCELoss (tests/reference/official_ann.py),
+    including min_kept around the 70 valid pixels and ties at the threshold."""
+    from reference.official_ann import ohem_ce_loss
+
+    logits, target = _data(k=4)
+    logits = logits.double()
+    logits[1, :, 0, :3] = 0.0  # three equal probabilities (1/4)
+    w = [0.5, 1.0, 2.0, 1.5]
+    ours = OhemCrossEntropyLoss(class_weight=w, thresh=thresh, min_kept=min_kept, rule="authors")
+    ref = ohem_ce_loss(logits, target, thresh, min_kept, torch.tensor(w).double())
+    torch.testing.assert_close(ours(logits, target), ref, rtol=1e-12, atol=1e-12)
+    plain = OhemCrossEntropyLoss(thresh=thresh, min_kept=min_kept, rule="authors")
+    torch.testing.assert_close(
+        plain(logits, target), ohem_ce_loss(logits, target, thresh, min_kept)
+    )
+
+
+def test_loss_dtype_follows_logits() -> None:
+    """fp64 logits: an fp64 loss (parity tests need 1e-9); fp32 stays fp32;
+    half and bfloat16 (autocast) are computed in fp32."""
+    logits, target = _data()
+    for loss in (
+        CrossEntropyLoss(class_weight=[1.0, 2.0, 1.0, 1.0]),
+        OhemCrossEntropyLoss(min_kept=5),
+        OhemCrossEntropyLoss(min_kept=5, rule="authors"),
+    ):
+        assert loss(logits.double(), target).dtype == torch.float64
+        assert loss(logits, target).dtype == torch.float32
+        assert loss(logits.bfloat16(), target).dtype == torch.float32
+        assert loss(logits.half(), target).dtype == torch.float32
+
+
+def test_aux_loss_defaults_to_the_main_loss() -> None:
+    """model.aux_loss scores the aux head when set (the authors' recipes),
+    the main loss otherwise (mmseg's)."""
+    from ann.models.heads import ANNHead, FCNHead
+    from ann.models.segmentor import EncoderDecoder
+
+    logits, target = _data()
+    out = {"out": logits, "aux": logits.flip(-1)}
+    head, aux = ANNHead([4, 8], 4, 4, 4, 4), FCNHead(4, 4, 4)
+    ohem = OhemCrossEntropyLoss(min_kept=5, rule="authors")
+    plain = CrossEntropyLoss(average="weighted")
+    same = EncoderDecoder(nn.Identity(), head, 4, ohem, aux)
+    apart = EncoderDecoder(nn.Identity(), head, 4, ohem, aux, aux_loss=plain)
+    torch.testing.assert_close(same.compute_loss(out, target)["loss_aux"], ohem(out["aux"], target))
+    torch.testing.assert_close(
+        apart.compute_loss(out, target)["loss_aux"], plain(out["aux"], target)
+    )
+    assert "aux_loss" not in same.state_dict() and set(apart.state_dict()) == set(same.state_dict())

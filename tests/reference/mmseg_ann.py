@@ -6,6 +6,9 @@ structure with plain torch modules; BN for SyncBN (they agree in eval).
 tests/test_convert.py checks the converter against this; the note of the
 issue that added it records a one-off check of the converter against
 mmsegmentation 1.2.2 itself (max relative logit error 4e-14 in float64).
+tests/test_training_parity.py trains against :meth:`EncoderDecoder.loss`
+(mmseg/models/losses/cross_entropy_loss.py, decode_head.loss_by_feat) and
+:class:`PolyLR` (mmengine's PolyLR, chained form).
 """
 
 from __future__ import annotations
@@ -146,10 +149,17 @@ class APNB(nn.Module):
 
 
 class ANNHead(nn.Module):
-    def __init__(self, num_classes: int, channels: int = 512, project: int = 256) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        channels: int = 512,
+        project: int = 256,
+        in_channels: tuple[int, int] = (1024, 2048),
+    ) -> None:
         super().__init__()
-        self.fusion = AFNB(1024, 2048, project, 2048)
-        self.bottleneck = ConvModule(2048, channels, 3, padding=1)
+        low, high = in_channels
+        self.fusion = AFNB(low, high, project, high)
+        self.bottleneck = ConvModule(high, channels, 3, padding=1)
         self.context = APNB(channels, project, channels)
         self.dropout = nn.Dropout2d(0.1)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
@@ -163,9 +173,9 @@ class ANNHead(nn.Module):
 class FCNHead(nn.Module):
     """num_convs=1, concat_input=False, on in_index 2."""
 
-    def __init__(self, num_classes: int, channels: int = 256) -> None:
+    def __init__(self, num_classes: int, channels: int = 256, in_channels: int = 1024) -> None:
         super().__init__()
-        self.convs = nn.Sequential(ConvModule(1024, channels, 3, padding=1))
+        self.convs = nn.Sequential(ConvModule(in_channels, channels, 3, padding=1))
         self.dropout = nn.Dropout2d(0.1)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
@@ -173,13 +183,77 @@ class FCNHead(nn.Module):
         return self.conv_seg(self.dropout(self.convs(inputs[2])))
 
 
+def cross_entropy(
+    logits: Tensor,
+    label: Tensor,
+    ignore_index: int = 255,
+    class_weight: Tensor | None = None,
+    avg_non_ignore: bool = False,
+) -> Tensor:
+    """mmseg's ``cross_entropy`` with reduction "mean": per-pixel class-weighted
+    losses (ignored pixels 0), then ``weight_reduce_loss``: the mean over all
+    pixels, or with ``avg_non_ignore`` the sum over (valid count + eps)."""
+    loss = F.cross_entropy(
+        logits, label, weight=class_weight, reduction="none", ignore_index=ignore_index
+    )
+    if not avg_non_ignore:
+        return loss.mean()
+    avg_factor = label.numel() - (label == ignore_index).sum().item()
+    return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
+
+
+class PolyLR:
+    """mmengine's PolyLR stepped per iteration after the optimizer:
+    lr <- (lr - eta_min) * (1 - 1 / (total - t + 1)) ** power + eta_min."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, total: int, power: float, eta_min: float
+    ) -> None:
+        self.optimizer, self.total, self.power, self.eta_min = optimizer, total, power, eta_min
+        self.last_step = 0
+
+    def step(self) -> None:
+        self.last_step += 1
+        factor = (1 - 1 / (self.total - self.last_step + 1)) ** self.power
+        for group in self.optimizer.param_groups:
+            group["lr"] = (group["lr"] - self.eta_min) * factor + self.eta_min
+
+
 class EncoderDecoder(nn.Module):
-    def __init__(self, depth: int, num_classes: int, align_corners: bool = False) -> None:
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int,
+        align_corners: bool = False,
+        backbone: nn.Module | None = None,
+        widths: dict[str, int] | None = None,
+    ) -> None:
+        """``backbone`` replaces ResNetV1c(depth); ``widths`` (low, high,
+        channels, project, aux) the recipe's 1024, 2048, 512, 256, 256, as
+        mmseg's head configs (in_channels, channels, project_channels) set them."""
         super().__init__()
-        self.backbone = ResNetV1c(depth)
-        self.decode_head = ANNHead(num_classes)
-        self.auxiliary_head = FCNHead(num_classes)
+        w = {"low": 1024, "high": 2048, "channels": 512, "project": 256, "aux": 256}
+        w.update(widths or {})
+        self.backbone = ResNetV1c(depth) if backbone is None else backbone
+        self.decode_head = ANNHead(num_classes, w["channels"], w["project"], (w["low"], w["high"]))
+        self.auxiliary_head = FCNHead(num_classes, w["aux"], w["low"])
         self.align_corners = align_corners
+
+    def loss(self, img: Tensor, label: Tensor, ignore_index: int = 255) -> dict[str, Tensor]:
+        """Training losses as the ANN recipes configure them: decode head
+        CrossEntropyLoss (loss_weight 1.0), auxiliary FCN head 0.4, both
+        avg_non_ignore=False, logits resized to the label (B, H, W)."""
+        feats = self.backbone(img)
+        losses = {}
+        for name, head, weight in (
+            ("decode.loss_ce", self.decode_head, 1.0),
+            ("aux.loss_ce", self.auxiliary_head, 0.4),
+        ):
+            logits = F.interpolate(
+                head(feats), label.shape[1:], mode="bilinear", align_corners=self.align_corners
+            )
+            losses[name] = weight * cross_entropy(logits, label, ignore_index)
+        return losses
 
     def encode_decode(self, img: Tensor) -> Tensor:
         out = self.decode_head(self.backbone(img))

@@ -3,7 +3,8 @@ models/seg/utils/{apnb,afnb}.py, the deep-base ResNet with
 DilatedResnetBackbone, and the sliding-crop prediction of
 methods/seg/fcn_segmentor_test.py), rewritten from their structure with
 plain torch modules; their BNReLU is Sequential(BN, ReLU) and BN for their
-synchronised BN (they agree in eval)."""
+synchronised BN (they agree in eval). :func:`aux_ohem_ce_loss` is their
+training loss (models/seg/loss/seg_modules.py, FSAuxOhemCELoss)."""
 
 from __future__ import annotations
 
@@ -125,11 +126,11 @@ class _Attention(nn.Module):
 
 
 class AFNB(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, low: int = 1024, high: int = 2048, key: int = 256, value: int = 256) -> None:
         super().__init__()
-        self.stages = nn.ModuleList([_Attention(1024, 2048, 256, 256, 2048, share=False)])
+        self.stages = nn.ModuleList([_Attention(low, high, key, value, high, share=False)])
         self.conv_bn_dropout = nn.Sequential(
-            nn.Conv2d(4096, 2048, 1), nn.BatchNorm2d(2048), nn.Dropout2d(0.05)
+            nn.Conv2d(2 * high, high, 1), nn.BatchNorm2d(high), nn.Dropout2d(0.05)
         )
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
@@ -138,11 +139,11 @@ class AFNB(nn.Module):
 
 
 class APNB(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 512, key: int = 256, value: int = 256) -> None:
         super().__init__()
-        self.stages = nn.ModuleList([_Attention(512, 512, 256, 256, 512, share=True)])
+        self.stages = nn.ModuleList([_Attention(channels, channels, key, value, channels, True)])
         self.conv_bn_dropout = nn.Sequential(
-            nn.Conv2d(1024, 512, 1), bn_relu(512), nn.Dropout2d(0.05)
+            nn.Conv2d(2 * channels, channels, 1), bn_relu(channels), nn.Dropout2d(0.05)
         )
 
     def forward(self, feats: Tensor) -> Tensor:
@@ -153,15 +154,28 @@ class APNB(nn.Module):
 class AsymmetricNonLocalNetwork(nn.Module):
     """annn.py: forward returns (aux, logits), both upsampled with align_corners=True."""
 
-    def __init__(self, num_classes: int = 19, depth: int = 101) -> None:
+    def __init__(
+        self,
+        num_classes: int = 19,
+        depth: int = 101,
+        backbone: nn.Module | None = None,
+        widths: dict[str, int] | None = None,
+    ) -> None:
+        """``backbone`` replaces their ResNet; ``widths`` (low, high, channels,
+        key, value, aux) their 1024, 2048, 512, 256, 256, 512."""
         super().__init__()
-        self.backbone = DilatedDeepBaseResNet(depth)
-        self.fusion = AFNB()
-        self.context = nn.Sequential(nn.Conv2d(2048, 512, 3, padding=1), bn_relu(512), APNB())
-        self.cls = nn.Conv2d(512, num_classes, 1)
+        w = {"low": 1024, "high": 2048, "channels": 512, "key": 256, "value": 256, "aux": 512}
+        w.update(widths or {})
+        c = w["channels"]
+        self.backbone = DilatedDeepBaseResNet(depth) if backbone is None else backbone
+        self.fusion = AFNB(w["low"], w["high"], w["key"], w["value"])
+        self.context = nn.Sequential(
+            nn.Conv2d(w["high"], c, 3, padding=1), bn_relu(c), APNB(c, w["key"], w["value"])
+        )
+        self.cls = nn.Conv2d(c, num_classes, 1)
         self.dsn = nn.Sequential(
-            nn.Conv2d(1024, 512, 3, padding=1), bn_relu(512), nn.Dropout2d(0.05),
-            nn.Conv2d(512, num_classes, 1),
+            nn.Conv2d(w["low"], w["aux"], 3, padding=1), bn_relu(w["aux"]), nn.Dropout2d(0.05),
+            nn.Conv2d(w["aux"], num_classes, 1),
         )  # fmt: skip
 
     def forward(self, x_: Tensor) -> tuple[Tensor, Tensor]:
@@ -171,6 +185,50 @@ class AsymmetricNonLocalNetwork(nn.Module):
         size = (x_.size(2), x_.size(3))
         aux = F.interpolate(aux, size=size, mode="bilinear", align_corners=True)
         return aux, F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def ohem_ce_loss(
+    predict: Tensor,
+    target: Tensor,
+    thresh: float,
+    min_kept: int,
+    class_weight: Tensor | None = None,
+    ignore_index: int = 255,
+) -> Tensor:
+    """FSOhemCELoss: valid pixels sorted by true-class probability; kept when
+    strictly below max(sorted[min(min_kept, n - 1)], thresh); their weighted
+    losses averaged by count (summed, i.e. 0, when none is kept)."""
+    min_kept = max(1, min_kept)
+    prob = F.softmax(predict, dim=1)
+    tmp_target = target.clone()
+    tmp_target[tmp_target == ignore_index] = 0
+    prob = prob.gather(1, tmp_target.unsqueeze(1))
+    mask = target.contiguous().view(-1) != ignore_index
+    sort_prob, sort_indices = prob.contiguous().view(-1)[mask].contiguous().sort()
+    min_threshold = sort_prob[min(min_kept, sort_prob.numel() - 1)] if sort_prob.numel() else 0.0
+    threshold = max(min_threshold, thresh)
+    loss = F.cross_entropy(
+        predict, target, weight=class_weight, ignore_index=ignore_index, reduction="none"
+    )
+    selected = loss.contiguous().view(-1)[mask][sort_indices][sort_prob < threshold]
+    return selected.sum() if selected.numel() == 0 else selected.mean()
+
+
+def aux_ohem_ce_loss(
+    outputs: tuple[Tensor, Tensor],
+    target: Tensor,
+    thresh: float = 0.7,
+    min_kept: int = 100000,
+    class_weight: Tensor | None = None,
+    ignore_index: int = 255,
+) -> Tensor:
+    """FSAuxOhemCELoss on the network's (aux, seg) outputs: 1.0 × OHEM on seg +
+    0.4 × nn.CrossEntropyLoss (class-weighted mean) on aux; their nearest
+    resize of the target to the aux size is the identity here."""
+    aux_out, seg_out = outputs
+    seg_loss = ohem_ce_loss(seg_out, target, thresh, min_kept, class_weight, ignore_index)
+    aux_loss = F.cross_entropy(aux_out, target, weight=class_weight, ignore_index=ignore_index)
+    return 1.0 * seg_loss + 0.4 * aux_loss
 
 
 def _starts(total: int, crop: int, stride_ratio: float) -> list[int]:

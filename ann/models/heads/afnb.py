@@ -8,33 +8,22 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.models.heads.attention import (
-    NORMALIZATIONS,
-    PyramidPooling,
-    attend,
-    block_output,
-    check_choice,
-    check_impl,
-    check_pool_sizes,
-    init_block_output,
-    linear_1x1,
-    num_anchors,
-    project,
-    tokens,
-)
+from ann.models.heads.attention import PyramidPooling, attend, linear_1x1, project, tokens
+from ann.models.heads.block import _AttentionBlock
+from ann.models.heads.options import check_pool_sizes, num_anchors
 from ann.models.layers import ConvBNReLU
 
 log = logging.getLogger(__name__)
 
 
-class AFNB(nn.Module):
+class AFNB(_AttentionBlock):
     """Cross-level attention: queries from the high-level map, keys and values
     from the low-level map sampled by pyramid pooling.
 
     Key and query projections are separate 1×1 conv+BN+ReLU; the value is a
     1×1 conv (applied after pooling, which it commutes with); Wo is
     zero-initialised; the fuse is a 1×1 conv + BN over cat[context, high]
-    with no ReLU, then Dropout2d.
+    with no ReLU, then Dropout2d(``dropout``).
 
     Ablation options (defaults: the paper's model): ``pool_sizes`` any
     non-empty list (S = Σ n² anchors, logged), or ``None`` for the paper's
@@ -60,16 +49,13 @@ class AFNB(nn.Module):
         normalization: str = "softmax",
         output: str = "concat",
     ) -> None:
-        super().__init__()
-        self.key_channels = key_channels
-        self.attention = check_impl(attention)
-        self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
+        super().__init__(key_channels, attention, normalization)
         self.query = ConvBNReLU(high_channels, key_channels, 1)
         self.key = ConvBNReLU(low_channels, key_channels, 1)
         self.value = nn.Conv2d(low_channels, value_channels, 1)
         # No parameters either way: the state_dict keys do not depend on it.
         self.pool = None if pool_sizes is None else PyramidPooling(check_pool_sizes(pool_sizes))
-        init_block_output(self, output, value_channels, high_channels, out_channels, False, dropout)
+        self._init_output(output, value_channels, high_channels, out_channels, False, dropout)
         anchors = (
             "dense keys and values (FNB), S = h*w of the low-level map"
             if self.pool is None
@@ -89,11 +75,3 @@ class AFNB(nn.Module):
             value = linear_1x1(self.value, self.pool(low)).transpose(1, 2)  # (B, S, Cv)
         scale = self.key_channels**-0.5
         return attend(query, key, value, scale, self.attention, self.normalization)
-
-    def context(self, low: Tensor, high: Tensor) -> Tensor:
-        """Attention context before Wo: -> (B, value_channels, H, W)."""
-        b, _, h, w = high.shape
-        return self.attention_context(low, high).transpose(1, 2).reshape(b, -1, h, w)
-
-    def forward(self, low: Tensor, high: Tensor) -> Tensor:
-        return block_output(self, self.attention_context(low, high), high)

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from ann.models.heads.afnb import AFNB
 from ann.models.heads.apnb import APNB
-from ann.models.heads.attention import check_choice
 from ann.models.heads.nonlocal_block import NonLocal2d
+from ann.models.heads.options import check_choice, check_probability
 from ann.models.layers import ConvBNReLU
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,14 @@ class ANNHead(nn.Module):
     """AFNB fuses res4 (keys/values) into res5 (queries); a 3×3 bottleneck
     reduces to ``channels``; APNB adds pyramid self-attention; dropout and a
     1×1 conv classify.
+
+    Where dropout (Dropout2d) applies, and how much, in training:
+    ``block_dropout`` at the end of each block's fuse, ``fusion_dropout`` on
+    AFNB's output before the bottleneck, ``dropout`` before the classifier.
+    The defaults are mmsegmentation's ANNHead (no dropout in the blocks, its
+    one Dropout2d(0.1) applied after AFNB and again before the classifier:
+    0 / 0.1 / 0.1); the authors' network (MendelXu/ANN annn.py) is
+    0.05 / 0 / 0. Dropout is the identity in eval.
 
     The composition is an ablation axis (defaults: the paper's model):
     ``fusion`` ``"afnb"`` | ``"dense"`` (FNB: AFNB without sampling) |
@@ -49,7 +57,7 @@ class ANNHead(nn.Module):
         value_channels: int = 256,
         fusion_channels: int | None = None,
         pool_sizes: Sequence[int] = (1, 3, 6, 8),
-        block_dropout: float = 0.05,
+        block_dropout: float = 0.0,
         dropout: float = 0.1,
         attention: str = "sdpa",
         in_index: Sequence[int] = (2, 3),
@@ -57,6 +65,8 @@ class ANNHead(nn.Module):
         context: str = "apnb",
         normalization: str = "softmax",
         output: str = "concat",
+        fusion_dropout: float = 0.1,
+        query_key_bn_updates: int = 2,
     ) -> None:
         super().__init__()
         low_channels, high_channels = in_channels
@@ -64,6 +74,8 @@ class ANNHead(nn.Module):
         self.in_index = tuple(in_index)
         check_choice("fusion", fusion, FUSIONS)
         check_choice("context", context, CONTEXTS)
+        check_probability("fusion_dropout", fusion_dropout)
+        check_probability("dropout", dropout)
         options = {"attention": attention, "normalization": normalization, "output": output}
         self.fusion: AFNB | None = None
         if fusion != "none":
@@ -77,6 +89,9 @@ class ANNHead(nn.Module):
                 dropout=block_dropout,
                 **options,
             )
+        # mmseg reuses its classifier's Dropout2d here; a module of its own
+        # draws the same masks (Dropout2d has no state).
+        self.fusion_dropout = nn.Dropout2d(fusion_dropout)
         bottleneck_in = high_channels if self.fusion is None else fusion_channels
         self.bottleneck = ConvBNReLU(bottleneck_in, channels, 3, padding=1)
         self.context: nn.Module | None = None
@@ -88,6 +103,7 @@ class ANNHead(nn.Module):
                 value_channels,
                 pool_sizes=pool_sizes,
                 dropout=block_dropout,
+                query_key_bn_updates=query_key_bn_updates,
                 **options,
             )
         elif context == "dense":
@@ -100,7 +116,7 @@ class ANNHead(nn.Module):
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         low, high = (features[i] for i in self.in_index)
-        x = high if self.fusion is None else self.fusion(low, high)
+        x = high if self.fusion is None else self.fusion_dropout(self.fusion(low, high))
         x = self.bottleneck(x)
         if self.context is not None:
             x = self.context(x)

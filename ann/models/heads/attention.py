@@ -4,7 +4,8 @@ Notation follows the paper: queries phi over all N = H*W positions, keys theta
 and values gamma either dense (N positions) or sampled by pyramid pooling
 (S = sum(s*s) anchors).
 
-Everything here is written to keep the blocks lean without changing their
+Only tensor math lives here (option checks: ``options``; the blocks' shared
+construction: ``block``). Everything here is written to keep the blocks lean without changing their
 results (see docs/models.md, "Where the memory goes"):
 
 * pyramid pooling is two small matmuls with bin weights computed from the
@@ -24,15 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.errors import ConfigError
-
-ATTENTION_IMPLS = ("sdpa", "matmul")
-# The paper's f of the similarity map (Sec. 3): softmax is what ANN uses;
-# rescale divides by the number of anchors S (the non-local paper's
-# "dot product" form), none leaves the similarity as it is.
-NORMALIZATIONS = ("softmax", "rescale", "none")
-# Y = fuse(cat[Wo(O), X]) (ANN) or the residual Y = Wo(O) + X.
-OUTPUTS = ("concat", "residual")
+from ann.models.heads.options import ATTENTION_IMPLS, NORMALIZATIONS
 
 
 def _bin_weights(length: int | torch.SymInt, sizes: Sequence[int], like: Tensor) -> Tensor:
@@ -108,35 +101,6 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return pyramid_pool(x, self.sizes)
-
-
-def check_impl(impl: str) -> str:
-    """Validates an ``attention`` option at construction time."""
-    return check_choice("attention", impl, ATTENTION_IMPLS)
-
-
-def check_choice(key: str, value: str, choices: Sequence[str]) -> str:
-    """Validates a string option (``normalization``, ``output``, ...) at
-    construction time: a ConfigError naming the key otherwise."""
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
-    return value
-
-
-def check_pool_sizes(sizes: Sequence[int] | None, key: str = "pool_sizes") -> tuple[int, ...]:
-    """Validates pyramid sizes: a non-empty list of positive integers."""
-    if sizes is None or isinstance(sizes, (str, int)) or len(sizes) == 0:
-        raise ConfigError(
-            f"{key} must be a non-empty list of sizes, e.g. [1, 3, 6, 8]; got {sizes!r}"
-        )
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
-        raise ConfigError(f"{key} must hold integers >= 1, got {list(sizes)!r}")
-    return tuple(sizes)
-
-
-def num_anchors(sizes: Sequence[int]) -> int:
-    """S = sum(n * n): the number of sampled keys/values of a pyramid."""
-    return sum(s * s for s in sizes)
 
 
 def attend(
@@ -227,53 +191,28 @@ def linear_1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return out if conv.bias is None else out + conv.bias[:, None]
 
 
-def init_wo(block: nn.Module, value_channels: int, out_channels: int) -> None:
-    """Gives ``block`` Wo (``out_proj``: 1×1 conv value_channels -> out_channels),
-    zero-initialised so that the block starts without its attention context."""
-    block.out_proj = nn.Conv2d(value_channels, out_channels, 1)
-    nn.init.zeros_(block.out_proj.weight)
-    nn.init.zeros_(block.out_proj.bias)
-
-
-def init_output(
-    block: nn.Module,
-    value_channels: int,
-    in_channels: int,
-    out_channels: int,
-    relu: bool,
-    dropout: float,
-) -> None:
-    """Gives ``block`` Wo (``out_proj``, zero-initialised), the fuse
-    (``fuse``: 1×1 ConvBNReLU over value-projected context + input channels)
-    and ``dropout`` (Dropout2d), the layout :func:`fused_output` computes."""
-    from ann.models.layers import ConvBNReLU
-
-    init_wo(block, value_channels, out_channels)
-    block.fuse = ConvBNReLU(out_channels + in_channels, out_channels, 1, relu=relu)
-    block.dropout = nn.Dropout2d(dropout)
-
-
-def fused_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
-    """dropout(fuse(cat[out_proj(context), x])) without the concatenation.
+def fused_output(out_proj: nn.Conv2d, fuse: nn.Sequential, context: Tensor, x: Tensor) -> Tensor:
+    """fuse(cat[out_proj(context), x]) without the concatenation.
 
     Args:
-        block: a module set up by :func:`init_output`.
+        out_proj: Wo, a 1×1 conv value_channels -> O.
+        fuse: a 1×1 ConvBN(ReLU) (``layers.ConvBNReLU``) over O + Cin channels.
         context: (B, N, Cv) attention output, N = H*W.
         x: (B, Cin, H, W) the map the context is fused with.
 
     Returns:
-        (B, out_channels, H, W). Equal to the unfused computation (tests
-        check 1e-5); the 2×out-channel concatenation and Wo's output are never
-        built, and in eval the BN is folded in.
+        (B, O, H, W). Equal to the unfused computation (tests check 1e-5);
+        the 2×out-channel concatenation and Wo's output are never built, and
+        in eval the BN is folded in.
     """
     b, _, h, w = x.shape
-    n_out = block.out_proj.out_channels
-    weight = block.fuse[0].weight[:, :, 0, 0]  # (O, O + Cin)
+    n_out = out_proj.out_channels
+    weight = fuse[0].weight[:, :, 0, 0]  # (O, O + Cin)
     w_ctx, w_x = weight[:, :n_out], weight[:, n_out:]
     # fuse_c(Wo c + b_o) = (W_c Wo) c + W_c b_o: one (O, Cv) matrix instead of two convs.
-    bias = w_ctx @ block.out_proj.bias
-    w_ctx = w_ctx @ block.out_proj.weight[:, :, 0, 0]
-    folded = bn_fold(block.fuse[1])
+    bias = w_ctx @ out_proj.bias
+    w_ctx = w_ctx @ out_proj.weight[:, :, 0, 0]
+    folded = bn_fold(fuse[1])
     if folded is not None:
         scale, shift = folded
         w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
@@ -291,46 +230,15 @@ def fused_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
         out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2))
         out = out.view(b, -1, h, w)
     if folded is None:
-        out = block.fuse[1](out)
-    if len(block.fuse) > 2:
-        out = out.relu_()
-    return block.dropout(out)
+        out = fuse[1](out)
+    return out.relu_() if len(fuse) > 2 else out
 
 
-def init_block_output(
-    block: nn.Module,
-    output: str,
-    value_channels: int,
-    in_channels: int,
-    out_channels: int,
-    relu: bool,
-    dropout: float,
-) -> None:
-    """Sets up the output of an attention block for ``output`` (:data:`OUTPUTS`).
-
-    ``"concat"``: :func:`init_output` (Wo, the fuse over cat[Wo(O), X] and
-    Dropout2d; the reference layout and state_dict keys). ``"residual"``:
-    only Wo (``out_proj``, zero-initialised, so the block starts as the
-    identity); Y = Wo(O) + X needs ``out_channels == in_channels``, and has
-    no fuse conv, BN or dropout (``relu`` and ``dropout`` are unused).
-    """
-    block.output = check_choice("output", output, OUTPUTS)
-    if output == "concat":
-        init_output(block, value_channels, in_channels, out_channels, relu, dropout)
-        return
-    if out_channels != in_channels:
-        raise ConfigError(
-            f"output: residual adds Wo(O) to the input, so the block's output channels "
-            f"({out_channels}) must equal its input channels ({in_channels}); use output: concat"
-        )
-    init_wo(block, value_channels, out_channels)
-
-
-def residual_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
+def residual_output(out_proj: nn.Conv2d, context: Tensor, x: Tensor) -> Tensor:
     """Y = Wo(O) + X.
 
     Args:
-        block: a module set up by :func:`init_block_output` with ``"residual"``.
+        out_proj: Wo, a 1×1 conv value_channels -> C.
         context: (B, N, Cv) attention output O, N = H*W.
         x: (B, C, H, W) the block's input.
 
@@ -338,15 +246,7 @@ def residual_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
         (B, C, H, W).
     """
     b, c, h, w = x.shape
-    weight = block.out_proj.weight[:, :, 0, 0]  # (C, Cv)
+    weight = out_proj.weight[:, :, 0, 0]  # (C, Cv)
     # Token-major (B, N, C), seen as (B, C, H, W) without a copy.
-    wo = torch.matmul(context, weight.t()) + block.out_proj.bias
+    wo = torch.matmul(context, weight.t()) + out_proj.bias
     return x + wo.view(b, h, w, c).permute(0, 3, 1, 2)
-
-
-def block_output(block: nn.Module, context: Tensor, x: Tensor) -> Tensor:
-    """The block's output from its attention context (B, N, Cv) and input x
-    (B, C, H, W): :func:`fused_output` or :func:`residual_output`."""
-    if getattr(block, "output", "concat") == "residual":
-        return residual_output(block, context, x)
-    return fused_output(block, context, x)

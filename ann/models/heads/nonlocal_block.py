@@ -7,22 +7,14 @@ import logging
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.models.heads.attention import (
-    NORMALIZATIONS,
-    attend,
-    block_output,
-    check_choice,
-    check_impl,
-    init_block_output,
-    project,
-    tokens,
-)
+from ann.models.heads.attention import attend, project, tokens
+from ann.models.heads.block import _AttentionBlock
 from ann.models.layers import ConvBNReLU
 
 log = logging.getLogger(__name__)
 
 
-class NonLocal2d(nn.Module):
+class NonLocal2d(_AttentionBlock):
     """APNB's layout without sampling: every position is a key and a value.
 
     Shares APNB's lean fuse, so a benchmark against APNB isolates the cost of
@@ -45,13 +37,10 @@ class NonLocal2d(nn.Module):
         normalization: str = "softmax",
         output: str = "concat",
     ) -> None:
-        super().__init__()
-        self.key_channels = key_channels
-        self.attention = check_impl(attention)
-        self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
+        super().__init__(key_channels, attention, normalization)
         self.query_key = ConvBNReLU(in_channels, key_channels, 1)
         self.value = nn.Conv2d(in_channels, value_channels, 1)
-        init_block_output(self, output, value_channels, in_channels, out_channels, True, dropout)
+        self._init_output(output, value_channels, in_channels, out_channels, True, dropout)
         log.info(
             "Non-local: dense keys and values, S = N = H*W; normalization %s, output %s",
             normalization,
@@ -64,11 +53,3 @@ class NonLocal2d(nn.Module):
         value = tokens(F.conv2d(x, self.value.weight, self.value.bias))
         scale = self.key_channels**-0.5
         return attend(qk, qk, value, scale, self.attention, self.normalization)
-
-    def context(self, x: Tensor) -> Tensor:
-        """Attention context before Wo: (B, C, H, W) -> (B, value_channels, H, W)."""
-        b, _, h, w = x.shape
-        return self.attention_context(x).transpose(1, 2).reshape(b, -1, h, w)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return block_output(self, self.attention_context(x), x)
