@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ann-installed
 
-.PHONY: install test test-slow demo lint format clean gpu-wheels
+.PHONY: install test test-integration test-slow demo lint format clean gpu-wheels
 
 install: $(STAMP)
 
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,cluster]'
 	touch $(STAMP)
 
+# Three tiers (README "Tests"): test is the fast one a contributor runs on every
+# change; CI (.ci/run) runs test, then test-integration; test-slow is by hand.
 test: install
 	$(PY) -m pytest -q
+
+test-integration: install
+	$(PY) -m pytest -q -m integration
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

@@ -28,6 +28,18 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", 16, 6, size=64, seed=0)
 
 
+@pytest.fixture(scope="session")
+def trained_demo(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of the small demo model trained once per test session
+    (6 iterations on the tiny shapes data, validated at 2, 4 and 6): read it,
+    never write into it (other tests share it)."""
+    from ann.commands.train import train
+
+    out = tmp_path_factory.mktemp("demo_run")
+    train(compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=6")))
+    return out
+
+
 def tiny_train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
     """Overrides for a seconds-long CPU training run of the small model."""
     return [

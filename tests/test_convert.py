@@ -187,6 +187,7 @@ def convert_and_eval(
     return root, run
 
 
+@pytest.mark.integration
 def test_eval_tool_on_a_converted_mmseg_model(
     mmseg_file: tuple[nn.Module, Path], tmp_path: Path
 ) -> None:

@@ -33,3 +33,7 @@ def test_rank_that_exits_or_stalls_is_named(how: str, shapes_root: Path, tmp_pat
     # A stall is reported as a timeout, i.e. before the staller woke up (15 s) and exited.
     assert why in line
     assert time.monotonic() - start < 100
+
+
+# torchrun / several processes each importing torch: the integration tier.
+pytestmark = pytest.mark.integration

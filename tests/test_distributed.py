@@ -123,3 +123,7 @@ def test_submitit_local_two_tasks_match_torchrun(
     )
     ours = json.loads((run / "metrics.json").read_text())
     assert ours == json.loads((torchrun_run / "metrics.json").read_text())
+
+
+# torchrun / several processes each importing torch: the integration tier.
+pytestmark = pytest.mark.integration

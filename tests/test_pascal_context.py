@@ -160,6 +160,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys) -> 
         assert not (voc / "SegmentationClassContext").exists()
 
 
+@pytest.mark.integration
 def test_recipe_trains_and_evaluates(prepared, tmp_path: Path) -> None:
     """tools/train.py experiment=pascal_context_ann (2 iterations of the small
     model) -> tools/eval.py with the recipe's 14-pass multi-scale + flip test."""

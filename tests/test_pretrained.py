@@ -174,6 +174,7 @@ def test_from_scratch_is_logged(tmp_path: Path, shapes_root: Path) -> None:
     assert "model.backbone.pretrained=null: the backbone trains from scratch" in log
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_train_tool_offline_stops_at_once_then_trains_from_the_placed_file(
     tmp_path: Path,

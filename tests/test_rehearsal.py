@@ -126,6 +126,7 @@ def _street_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(big.astype(np.int16) + rng.integers(-12, 12, big.shape), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.integration
 def test_cityscapes_full_resolution(tmp_path: Path) -> None:
     root = make_cityscapes(
         tmp_path / "cityscapes",
@@ -175,7 +176,6 @@ def test_ade20k_variable_sizes(tmp_path: Path) -> None:
     assert [Image.open(m).size for m in masks] == [(683, 512), (512, 768), (1365, 1024)]
 
 
-@pytest.mark.slow
 def test_voc_aug_real_sizes(tmp_path: Path) -> None:
     """VOC 2012 + SBD at VOC's sizes (about 500×375), prepared with
     scripts/prepare_voc_aug.py, then the voc_aug recipe."""

@@ -13,11 +13,9 @@ from ann.commands.train import train
 from conftest import compose_cfg, tiny_train_overrides
 
 
-@pytest.fixture(scope="module")
-def trained_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    train(compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=6")))
-    return out
+@pytest.fixture
+def trained_run(trained_demo: Path) -> Path:
+    return trained_demo
 
 
 def test_run_directory_contents(trained_run: Path) -> None:

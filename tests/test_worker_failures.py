@@ -64,6 +64,7 @@ def _intact_iteration(line: str, run: Path) -> int:
     return said
 
 
+@pytest.mark.integration
 def test_train_worker_segfault(shapes_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = tiny_train_overrides(
@@ -77,6 +78,7 @@ def test_train_worker_segfault(shapes_root: Path, tmp_path: Path) -> None:
     assert 2 <= _intact_iteration(line, run) < 8
 
 
+@pytest.mark.integration
 def test_val_worker_killed_at_the_second_validation(shapes_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # 6 val images: the first validation reads items 1-6, the second dies on item 8.
@@ -93,6 +95,7 @@ def test_val_worker_killed_at_the_second_validation(shapes_root: Path, tmp_path:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.integration
 def test_eval_worker_killed(shapes_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     r = run_tool("train.py", tiny_train_overrides(shapes_root, run, "trainer.max_iters=2"))
