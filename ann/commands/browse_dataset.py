@@ -25,7 +25,7 @@ from PIL import Image
 from ann.config.schema import check_config
 from ann.errors import ConfigError
 from ann.visualization.figures import new_figure, save_figure
-from ann.visualization.masks import colorize, denormalize
+from ann.visualization.masks import blend, colorize, denormalize, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +56,12 @@ def overlay(
         which no palette colour can be mistaken for (colorize paints them
         plain white, and white or near-white is a class colour in some palettes).
     """
-    colours = colorize(mask, palette, ignore_index).astype(np.float32)
-    out = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours
+    out = blend(rgb, colorize(mask, palette, ignore_index), alpha)
     # Stripes ~1/64 of the image wide: still visible once a large image is shrunk.
     stripe = max(4, round(max(mask.shape) / 64))
     yy, xx = np.indices(mask.shape)
     stripes = np.where(((yy + xx) // stripe) % 2 == 0, 255.0, 0.0)[..., None]
-    out = np.where((mask == ignore_index)[..., None], stripes, out)
-    return out.round().clip(0, 255).astype(np.uint8)
-
-
-def _resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w, 3) uint8 -> (H, W, 3) uint8 at ``size`` = (H, W): an evaluation
-    pipeline may resize the image while the mask keeps the label's size."""
-    if rgb.shape[:2] == size:
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize(size[::-1], Image.BILINEAR))
+    return np.where((mask == ignore_index)[..., None], stripes, out).astype(np.uint8)
 
 
 def render_sample(sample: dict, transform: object, dataset: object, alpha: float) -> np.ndarray:
@@ -82,7 +72,7 @@ def render_sample(sample: dict, transform: object, dataset: object, alpha: float
     std and channel order), else by the ImageNet statistics.
     """
     mask = sample["mask"].numpy() if torch.is_tensor(sample["mask"]) else sample["mask"]
-    rgb = _resized(denormalize(sample["image"], transform), tuple(mask.shape))
+    rgb = resize_rgb(denormalize(sample["image"], transform), tuple(mask.shape))
     shown = overlay(rgb, mask, dataset.palette, dataset.ignore_index, alpha)
     return np.concatenate([rgb, shown], axis=1)
 

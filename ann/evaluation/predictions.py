@@ -11,7 +11,7 @@ from PIL import Image
 
 from ann.errors import ConfigError
 from ann.evaluation.cityscapes_export import result_path, to_label_ids
-from ann.visualization.masks import colorize
+from ann.visualization.masks import blend, colorize, resize_rgb
 
 FORMATS = ("trainid", "cityscapes", "color")
 
@@ -31,19 +31,6 @@ def save_index_png(
         flat[: len(palette)] = np.asarray(palette, dtype=np.uint8)
         img.putpalette(flat.reshape(-1).tolist())
     img.save(path)
-
-
-def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w, 3) uint8 -> (H, W, 3) uint8 at ``size`` (H, W), bilinear."""
-    if image.shape[:2] == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
-
-
-def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 image and mask colours -> (H, W, 3) uint8 alpha blend."""
-    mixed = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
-    return mixed.round().clip(0, 255).astype(np.uint8)
 
 
 def overlay_panel(

@@ -1,4 +1,6 @@
-"""Colouring masks with a palette and the image | truth | prediction grid."""
+"""Colouring masks with a palette, resizing and blending them over images, and
+the image | truth | prediction grid: the one home of these pixel helpers for
+TensorBoard, prediction overlays and the dataset browser."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -21,6 +24,22 @@ def colorize(
     if ignore_index < 256:
         lut[ignore_index] = 255
     return lut[mask.astype(np.uint8)]
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """(h, w, 3) uint8 -> (H, W, 3) uint8 at ``size`` (H, W): bilinear for a
+    photo, ``nearest`` for colour-coded masks (no blended in-between colours)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    method = Image.NEAREST if nearest else Image.BILINEAR
+    return np.asarray(Image.fromarray(image).resize(tuple(size)[::-1], method))
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 image and (H, W, 3) mask colours -> (H, W, 3) uint8:
+    ``alpha`` of the colours over ``1 - alpha`` of the image."""
+    mixed = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
+    return mixed.round().clip(0, 255).astype(np.uint8)
 
 
 def denormalize(image: torch.Tensor, transform: object = None) -> np.ndarray:
@@ -53,14 +72,7 @@ def prediction_grid(
             logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear")
         pred = logits.argmax(1)[0].cpu().numpy()
         rgb = denormalize(sample["image"], getattr(dataset, "transforms", None))
-        if rgb.shape[:2] != mask.shape:
-            rgb = np.asarray(
-                torch.nn.functional.interpolate(
-                    torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), size=mask.shape
-                )[0]
-                .permute(1, 2, 0)
-                .byte()
-            )
+        rgb = resize_rgb(rgb, mask.shape)
         row = np.concatenate(
             [
                 rgb,
@@ -69,14 +81,8 @@ def prediction_grid(
             ],
             axis=1,
         )
-        if rows and row.shape != rows[0].shape:
-            row = np.asarray(
-                torch.nn.functional.interpolate(
-                    torch.from_numpy(row).permute(2, 0, 1)[None].float(), size=rows[0].shape[:2]
-                )[0]
-                .permute(1, 2, 0)
-                .byte()
-            )
+        if rows:
+            row = resize_rgb(row, rows[0].shape[:2], nearest=True)
         rows.append(row)
     model.train(was_training)
     return np.concatenate(rows, axis=0)
