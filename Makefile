@@ -43,29 +43,25 @@ format: install
 clean:
 	rm -rf outputs data/shapes data/demo
 
-# Wheels for scripts/gpu_check.sh (docs/gpu_check.md): the packages the GPU
+# Wheels for scripts/gpu_check.sh (docs/gpu_check.md): the packages a GPU
 # machine's image lacks, for its Python 3.12 on x86-64, into a git-ignored
-# folder that the device call carries. Each wheel is named and pinned and none
-# is resolved (--no-deps): cityscapesscripts declares the old `typing`
-# backport, which on PYTHONPATH would shadow the standard library. hydra-core
-# 1.3.8 needs omegaconf < 2.4 and antlr4-python3-runtime 4.9.*, published as a
-# source archive only (built here into its pure-Python wheel); albumentations
-# 2.0.8 pins albucore 0.0.24, which needs stringzilla and simsimd; pydantic
-# 2.14.4 pins pydantic-core 2.50.5, which needs typing-extensions >= 4.16.
+# folder to copy to that machine with the repository. The pins, and why each
+# is there, are in GPU_REQUIREMENTS, which the check reads as well. None is
+# resolved (--no-deps): cityscapesscripts declares the old `typing` backport,
+# which on PYTHONPATH would shadow the standard library. Lines marked `# sdist`
+# (antlr4-python3-runtime, published as a source archive only) are built here
+# into pure-Python wheels; pip ignores the comment lines either grep lets by.
 GPU_WHEELS := .gpu-wheels
 GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
-GPU_PINS := hydra-core==1.3.8 omegaconf==2.3.1 \
-	albumentations==2.0.8 albucore==0.0.24 stringzilla==5.3.2 simsimd==6.5.16 \
-	pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-	typing-extensions==4.16.0 \
-	cityscapesscripts==2.3.0 appdirs==1.4.4 pyquaternion==0.9.9 coloredlogs==15.0.1 humanfriendly==10.0
+GPU_REQUIREMENTS := scripts/gpu-requirements.txt
 GPU_TARGET := --python-version 3.12 --implementation cp --abi cp312 \
 	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
 gpu-wheels:
 	rm -rf $(GPU_WHEELS).part && mkdir -p $(GPU_WHEELS).part
-	$(GPU_PY) -m pip download -q --no-deps --only-binary=:all: $(GPU_TARGET) -d $(GPU_WHEELS).part $(GPU_PINS)
-	$(GPU_PY) -m pip wheel -q --no-deps -w $(GPU_WHEELS).part antlr4-python3-runtime==4.9.3
+	grep -v '# sdist' $(GPU_REQUIREMENTS) | $(GPU_PY) -m pip download -q --no-deps --only-binary=:all: \
+		$(GPU_TARGET) -d $(GPU_WHEELS).part -r /dev/stdin
+	grep '# sdist' $(GPU_REQUIREMENTS) | $(GPU_PY) -m pip wheel -q --no-deps -w $(GPU_WHEELS).part -r /dev/stdin
 	! ls $(GPU_WHEELS).part | grep -i '^typing-'
 	rm -rf $(GPU_WHEELS) && mv $(GPU_WHEELS).part $(GPU_WHEELS)
 	@ls -s $(GPU_WHEELS) && du -sh $(GPU_WHEELS)
