@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from ann.cli import friendly_errors, set_output_dir
+from ann.cli import friendly_errors, quote_path_argv, set_output_dir
 from ann.commands.train import train
 
 
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
     main()

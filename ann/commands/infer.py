@@ -9,18 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from ann.api import Segmenter, load_model
 from ann.config.schema import check_config
-from ann.data.base import default_palette, read_image
+from ann.data.base import read_image
 from ann.data.folder import IMAGE_SUFFIXES
-from ann.engine.checkpoint import load_checkpoint, load_model_weights
+from ann.engine.checkpoint import load_checkpoint
 from ann.errors import ConfigError, DataError
 from ann.evaluation.predictions import PredictionWriter
 from ann.logging_utils import setup_logging
-from ann.models.pretrained import without_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,6 @@ def collect_inputs(spec: str) -> list[tuple[Path, str]]:
     return [(p, str(p.relative_to(base).with_suffix(""))) for p in files]
 
 
-def dataset_labels(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
-    """Class names and palette of the configured dataset, without reading it
-    (its files need not exist where inference runs)."""
-    split = cfg.dataset.get("val") or cfg.dataset.get("train")
-    cls = get_class(split._target_)
-    classes = tuple(split.get("classes") or getattr(cls, "classes", ()) or ())
-    if not classes:
-        classes = tuple(str(i) for i in range(int(cfg.dataset.num_classes)))
-    palette = split.get("palette") or getattr(cls, "palette", ()) or default_palette(len(classes))
-    return classes, tuple(tuple(int(c) for c in p) for p in palette)
-
-
 @torch.no_grad()
 def infer(cfg: DictConfig) -> list[Path]:
     """Predicts ``cfg.input`` with ``cfg.checkpoint`` and the configured
@@ -78,29 +66,20 @@ def infer(cfg: DictConfig) -> list[Path]:
     if cfg.get("input") is None:
         raise ConfigError("input: missing (input=IMAGE, input=FOLDER or input='GLOB')")
     inputs = collect_inputs(str(cfg.input))
+    # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
     state = load_checkpoint(cfg.checkpoint)
     evaluator = instantiate(cfg.evaluator)
-    classes, palette = dataset_labels(cfg)
-    split = cfg.dataset.get("val") or cfg.dataset.get("train")
-    transform = instantiate(split.transforms) if split.get("transforms") else None
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = instantiate(without_pretrained(cfg.model))  # the checkpoint fills it
-    load_model_weights(model, state, cfg.checkpoint)
-    model.to(device).eval()
+    model = load_model(cfg.model, state, cfg.checkpoint, device)
+    # The Python API's predictor, so that both give the same masks.
+    seg = Segmenter(cfg, model, evaluator, device)
     writer = PredictionWriter(
-        "color", out_dir / "predictions", classes, palette, alpha=float(cfg.overlay_alpha)
+        "color", out_dir / "predictions", seg.classes, seg.palette, alpha=float(cfg.overlay_alpha)
     )
     written = []
     for path, name in tqdm(inputs, desc="infer", disable=not cfg.get("progress", True)):
         rgb = read_image(path)
-        dummy = np.zeros(rgb.shape[:2], dtype=np.uint8)
-        if transform is not None:
-            image, _ = transform(rgb, dummy)
-        else:
-            image = torch.from_numpy(rgb).permute(2, 0, 1).float()
-        scores = evaluator.predict(model, image[None].to(device), rgb.shape[:2])
-        pred = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
-        written.append(writer.write(name, pred, rgb))
+        written.append(writer.write(name, seg.predict(rgb).astype(np.uint8), rgb))
     log.info(
         "wrote %d masks to %s and overlays to %s",
         len(written),

@@ -48,12 +48,22 @@ class Converted:
     experiments: list[str] = field(default_factory=list)
 
     def checkpoint(self, origin: str | Path) -> dict[str, Any]:
-        """The dict that ``ann.engine.checkpoint.load_checkpoint`` reads."""
+        """The dict that ``ann.engine.checkpoint.load_checkpoint`` reads.
+
+        ``experiment`` (the first match, None if none) is what
+        ``ann.Segmenter.from_checkpoint`` composes to rebuild the model: a
+        converted file carries no config of its own.
+        """
         return {
             "model": self.model,
             "iteration": 0,
             "best_mIoU": -1.0,
-            "converted_from": {"source": self.source, "file": str(origin)},
+            "experiment": self.experiments[0] if self.experiments else None,
+            "converted_from": {
+                "source": self.source,
+                "file": str(origin),
+                "experiments": list(self.experiments),
+            },
         }
 
 
