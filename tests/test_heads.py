@@ -1,5 +1,5 @@
 """The attention blocks against the paper's formulas, the lean paths against
-the unfused ones, and the layout of DESIGN §2."""
+the unfused ones, and the reference layout (docs/reference.md)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _pool(x: torch.Tensor, sizes=SIZES) -> torch.Tensor:
 
 
 def _unfused(block: nn.Module, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The block's output as DESIGN §2 writes it: fuse(cat[Wo(context), x])."""
+    """The block's output as the reference writes it: fuse(cat[Wo(context), x])."""
     return block.dropout(block.fuse(torch.cat([block.out_proj(context), x], dim=1)))
 
 

@@ -1,4 +1,4 @@
-"""The training transforms of DESIGN §3: alignment, mask values, padding, fidelity."""
+"""The training transforms of the reference recipes: alignment, mask values, padding, fidelity."""
 
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
 """Typed schemas of the config groups every run shares, checked at start-up.
 
-Each group (trainer, optimizer, scheduler, evaluator and the keys every
-dataset has) is a dataclass whose fields carry the expected type and range.
+Each group (trainer, optimizer and its ``paramwise`` options, scheduler,
+evaluator, the keys every dataset has, and the model's own keys, those of its
+backbone and of its heads) is a dataclass whose fields carry the expected type
+and range. A nested group is named by its dotted path (``model.backbone``).
 :func:`check_config` compares a composed config with them before anything is
 built or read, and reports the first bad value as one line naming the key,
 the value and what is expected (a :class:`ConfigError`). Keys a group does
-not list (a model's own, an optimizer's extra arguments) are left alone;
-unknown keys on the command line are already refused by Hydra.
+not list (a custom backbone's own, an optimizer's extra arguments) are left
+alone; unknown keys on the command line are already refused by Hydra.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from ann.errors import ConfigError
 from ann.evaluation.inference import check_options
 from ann.evaluation.predictions import FORMATS
+from ann.models.heads.ann_head import CONTEXTS, FUSIONS
+from ann.models.heads.options import ATTENTION_IMPLS, NORMALIZATIONS, OUTPUTS
 from ann.speed import COMPILE_MODES
 
-Pair = list[int]  # [height, width] or (long, short): two positive ints
+
+class Pair(list):
+    """[height, width] or (long, short): two integers. A class of its own, as
+    ``list[int]`` compares equal to every other ``list[int]`` (pool sizes)."""
 
 
 def _key(
@@ -33,9 +40,13 @@ def _key(
     le: float | None = None,
     lt: float | None = None,
     required: bool = True,
+    length: int | None = None,
 ) -> Any:
-    """A schema field with an optional range; ``required=False``: checked only if present."""
-    return field(default=None, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "req": required})
+    """A schema field with an optional range (of a number or of a list's
+    items) and, for a list, an exact ``length``; ``required=False``: checked
+    only if present."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "req": required, "len": length}
+    return field(default=None, metadata=meta)
 
 
 @dataclass
@@ -105,13 +116,88 @@ class DatasetSchema:
     scale: Optional[Pair] = _key(gt=0, required=False)  # noqa: UP045
 
 
+@dataclass
+class ParamwiseSchema:
+    """The keyword arguments of ``ann.engine.optim.param_groups`` (the set is
+    closed: any other key would fail there as an unexpected argument)."""
+
+    norm_decay: bool = _key(required=False)
+    bias_decay: bool = _key(required=False)
+    # 0 would silently freeze the heads; freezing is frozen_stages' job.
+    head_lr_mult: float = _key(gt=0, required=False)
+
+
+@dataclass
+class ModelSchema:
+    num_classes: int = _key(ge=1)
+    aux_weight: float = _key(ge=0, required=False)
+    align_corners: bool = _key(required=False)
+
+
+# Every field optional: a user's own backbone class need not take these
+# arguments, while the ones it does take are still checked.
+@dataclass
+class BackboneSchema:
+    depth: Literal[18, 34, 50, 101, 152] = _key(required=False)
+    output_stride: Literal[8, 16, 32] = _key(required=False)
+    stem: Literal["deep", "standard"] = _key(required=False)
+    stem_channels: int = _key(ge=1, required=False)
+    maxpool_ceil: bool = _key(required=False)
+    pretrained: Optional[str] = _key(required=False)  # noqa: UP045
+    norm_eval: bool = _key(required=False)
+    frozen_stages: int = _key(ge=-1, le=4, required=False)
+
+
+@dataclass
+class HeadSchema:
+    """Keys common to the decode and auxiliary heads (ANN, FCN, non-local);
+    a head without one of them (an FCN head has no key_channels) skips it."""
+
+    channels: int = _key(ge=1, required=False)
+    num_classes: int = _key(ge=1, required=False)
+    key_channels: int = _key(ge=1, required=False)
+    value_channels: int = _key(ge=1, required=False)
+    fusion_channels: Optional[int] = _key(ge=1, required=False)  # noqa: UP045
+    pool_sizes: list[int] = _key(ge=1, required=False)
+    dropout: float = _key(ge=0, lt=1, required=False)
+    block_dropout: float = _key(ge=0, lt=1, required=False)
+    fusion_dropout: float = _key(ge=0, lt=1, required=False)
+    query_key_bn_updates: Literal[1, 2] = _key(required=False)
+    attention: Literal[ATTENTION_IMPLS] = _key(required=False)
+    normalization: Literal[NORMALIZATIONS] = _key(required=False)
+    output: Literal[OUTPUTS] = _key(required=False)
+    fusion: Literal[FUSIONS] = _key(required=False)
+    context: Literal[CONTEXTS] = _key(required=False)
+
+
+@dataclass
+class TransformSchema:
+    """Input normalisation of a dataset's train/val/test pipeline, where a
+    config sets it (otherwise the transforms' ImageNet RGB defaults apply)."""
+
+    mean: list[float] = _key(ge=0, le=1, length=3, required=False)
+    std: list[float] = _key(gt=0, le=1, length=3, required=False)
+    channel_order: Literal["rgb", "bgr"] = _key(required=False)
+
+
+# A dotted name is a group nested in another; it is checked with its parent
+# (check_config(cfg, ("model",)) covers model.backbone too) and only when present.
 GROUPS: dict[str, type] = {
     "trainer": TrainerSchema,
     "optimizer": OptimizerSchema,
+    "optimizer.paramwise": ParamwiseSchema,
     "scheduler": SchedulerSchema,
     "evaluator": EvaluatorSchema,
     "dataset": DatasetSchema,
+    "dataset.train.transforms": TransformSchema,
+    "dataset.val.transforms": TransformSchema,
+    "dataset.test.transforms": TransformSchema,
+    "model": ModelSchema,
+    "model.backbone": BackboneSchema,
+    "model.decode_head": HeadSchema,
+    "model.aux_head": HeadSchema,
 }
+CLOSED_GROUPS = frozenset({"optimizer.paramwise"})
 
 
 def _describe(hint: Any, meta: dict) -> str:
@@ -128,10 +214,13 @@ def _describe(hint: Any, meta: dict) -> str:
         if meta.get(k) is not None
     ]
     rng = f" {' and '.join(bounds)}" if bounds else ""
-    if hint == Pair:
+    if hint is Pair:
         return f"a list of two integers{rng}, e.g. [512, 1024]"
     if origin is list:
-        return f"a non-empty list of numbers{rng}"
+        items = "integers" if args[0] is int else "numbers"
+        if meta.get("len"):
+            return f"a list of {meta['len']} {items}{rng}"
+        return f"a non-empty list of {items}{rng}"
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     return names[hint] + rng
 
@@ -153,7 +242,8 @@ def _valid(value: Any, hint: Any, meta: dict) -> bool:
             return type(None) in args
         return any(_valid(value, a, meta) for a in args if a is not type(None))
     if origin is Literal:
-        return value in args
+        # type-strict: 50.0 or true are not the choices 50 or 1
+        return any(value == a and type(value) is type(a) for a in args)
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -163,13 +253,15 @@ def _valid(value: Any, hint: Any, meta: dict) -> bool:
         return number and _in_range(float(value), meta)
     if hint is str:
         return isinstance(value, str)
+    if hint is Pair:
+        pair = isinstance(value, list | tuple) and len(value) == 2
+        return pair and all(_valid(v, int, meta) for v in value)
     if origin is list:
-        item = args[0]
         if not isinstance(value, list | tuple) or not value:
             return False
-        if hint == Pair and len(value) != 2:
+        if meta.get("len") and len(value) != meta["len"]:
             return False
-        return all(_valid(v, item, meta) for v in value)
+        return all(_valid(v, args[0], meta) for v in value)
     raise TypeError(f"unsupported schema type {hint}")
 
 
@@ -177,6 +269,11 @@ def check_group(name: str, values: dict[str, Any], schema: type) -> None:
     """Raises a one-line ConfigError for the first key of ``values`` (the
     resolved group ``name``) that does not fit ``schema``."""
     hints = typing.get_type_hints(schema)
+    if name in CLOSED_GROUPS:
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"{name}.{key}: unknown key (expected one of {', '.join(known)})")
     for f in dataclasses.fields(schema):
         key = f"{name}.{f.name}"
         if f.name not in values:
@@ -205,14 +302,32 @@ def _check_crop_fits_scale(dataset: dict[str, Any]) -> None:
         )
 
 
-def check_config(cfg: DictConfig, groups: tuple[str, ...] = tuple(GROUPS)) -> None:
-    """Checks the ``groups`` of a composed config against their schemas (types,
-    ranges, choices and the cross-key rules) before any data is read; raises
-    a one-line :class:`ConfigError` naming the first bad key."""
-    for name in groups:
-        if name not in cfg:
+def _expand(groups: tuple[str, ...]) -> list[str]:
+    """The named groups followed by the groups nested in them, in GROUPS' order."""
+    return [name for name in GROUPS if any(name == g or name.startswith(g + ".") for g in groups)]
+
+
+TOP_GROUPS = tuple(name for name in GROUPS if "." not in name)
+
+
+def check_config(cfg: DictConfig, groups: tuple[str, ...] = TOP_GROUPS) -> None:
+    """Checks the ``groups`` of a composed config and the groups nested in them
+    against their schemas (types, ranges, choices and the cross-key rules)
+    before any data is read; raises a one-line :class:`ConfigError` naming the
+    first bad key. A top-level group must exist; a nested one is checked when
+    present (a model without an auxiliary head has no ``model.aux_head``)."""
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"no schema for config group(s) {unknown}")
+    for name in _expand(groups):
+        node = OmegaConf.select(cfg, name, default=None)
+        if node is None:
+            if "." in name:
+                continue
             raise ConfigError(f"{name}: missing config group")
-        values = OmegaConf.to_container(cfg[name], resolve=True)
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{name}={node!r}: expected a config group (key: value lines)")
+        values = OmegaConf.to_container(node, resolve=True)
         check_group(name, values, GROUPS[name])
         if name == "dataset":
             _check_crop_fits_scale(values)

@@ -300,8 +300,9 @@ class _Pipeline:
 
 
 class TrainTransform(_Pipeline):
-    """DESIGN §3's training augmentation, in mmsegmentation's order: random
-    keep-ratio rescale of ``scale`` by a ratio in ``ratio_range``, random crop
+    """The reference recipes' training augmentation (docs/reference.md), in
+    mmsegmentation's order: random keep-ratio rescale of ``scale`` by a ratio
+    in ``ratio_range``, random crop
     with ``cat_max_ratio`` (10 retries), horizontal flip, photometric
     distortion, normalise, pad to ``crop_size`` (image 0 after normalising,
     mask ``ignore_index``). Masks are always sampled nearest.
