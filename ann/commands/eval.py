@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict:
     of the dataset; writes eval.log, metrics.json, metrics.csv,
     confusion_matrix.png and per_class_iou.png to ``cfg.output_dir`` (the two
     figures also to TensorBoard under ``tb/``) and returns the metrics."""
-    check_config(cfg, ("evaluator", "dataset"))
+    check_config(cfg, ("model", "evaluator", "dataset"))
     device = dist.init_distributed(float(cfg.trainer.get("dist_timeout_min", 30)))
     try:
         with dist.rank_failures("trainer.dist_timeout_min"):

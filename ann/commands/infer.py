@@ -58,7 +58,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     (palette PNGs whose pixel values are class indices) and
     ``predictions/overlays/{name}.png`` (image | prediction overlay) under
     ``cfg.output_dir``. Returns the mask paths."""
-    check_config(cfg, ("evaluator",))
+    check_config(cfg, ("model", "evaluator"))
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

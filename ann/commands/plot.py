@@ -3,7 +3,7 @@
 The scalars come from each run's TensorBoard event files (``<run>/tb``, as
 :class:`~ann.engine.trainer.Trainer` writes them: ``train/loss``,
 ``train/loss_main``, ``train/loss_aux``, ``train/lr``, ``val/mIoU`` ...),
-read with TensorBoard's own ``EventAccumulator``.
+read with :func:`ann.summary.history.read_events` (TensorBoard's own reader).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ann.errors import OneLineArgumentParser, UserError, exit_2_on_user_error
+from ann.summary.history import read_events
 from ann.visualization.figures import new_figure, save_figure
 
 # Loss terms, learning rate, validation mIoU: fnmatch patterns over the tags.
@@ -52,18 +53,9 @@ def read_scalars(run: str | Path) -> dict[str, Series]:
     Iterations are sorted; a step written twice (a run resumed from an
     earlier checkpoint repeats the steps after it) keeps its last value.
     """
-    from tensorboard.backend.event_processing import event_accumulator as ea
-
-    # 0 keeps every scalar: the default keeps a random sample of 10,000 per tag.
-    # Images (the prediction grids) are not needed: keep one of each.
-    acc = ea.EventAccumulator(
-        str(event_dir(run)),
-        size_guidance={ea.SCALARS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.TENSORS: 1},
-    )
-    acc.Reload()
     scalars: dict[str, Series] = {}
-    for tag in acc.Tags()["scalars"]:
-        by_step = {int(e.step): float(e.value) for e in acc.Scalars(tag)}
+    for tag, events in read_events(event_dir(run)).scalars.items():
+        by_step = {int(e.step): float(e.value) for e in events}
         steps = np.array(sorted(by_step), dtype=np.int64)
         scalars[tag] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
     return scalars

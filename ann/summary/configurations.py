@@ -6,9 +6,8 @@ except ``trainer.seed``, ``output_dir``, ``name``, ``paths.*`` and
 (:func:`ann.summary.runs.is_location_key`). Training runs and evaluations
 (config.yaml with a ``checkpoint`` key) are never in one configuration; an
 evaluation's ``checkpoint`` is part of its configuration, so evaluations of
-different checkpoints are separate rows, and its unused ``optimizer.*``,
-``scheduler.*`` and ``trainer.*`` keys are not
-(:data:`ann.summary.runs.EVAL_UNUSED`).
+different checkpoints are separate rows. An evaluation composes no training
+groups: its config holds only the training keys its experiment sets.
 
 std is the sample standard deviation (n - 1), empty for a single run.
 """
@@ -116,8 +115,9 @@ def group_runs(runs: Sequence[Run]) -> tuple[list[Configuration], list[str]]:
     all_keys: dict[str, None] = {}
     for c in configurations:
         all_keys.update(dict.fromkeys(c.identity))
-    # Compared within a kind: a training run's keys an evaluation lacks
-    # (EVAL_UNUSED) do not tell the training runs apart.
+    # Compared within a kind: the training keys an evaluation lacks (it
+    # composes no optimizer, scheduler or trainer group) do not tell the
+    # training runs apart.
     kinds = {c.kind for c in configurations}
     keys = [
         k

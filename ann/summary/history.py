@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 # The TensorBoard tag the trainer writes each validation's mIoU under.
 VAL_MIOU_TAG = "val/mIoU"
@@ -29,6 +30,37 @@ class _Curve:
     wall_time_s: float | None = None
 
 
+@dataclass
+class Events:
+    """The scalars of TensorBoard event files, as TensorBoard's own reader loads them."""
+
+    scalars: dict[str, list[Any]]  # tag -> ScalarEvent(wall_time, step, value), in file order
+    first_time: float | None  # the writer's first event (before the first scalar)
+
+
+def read_events(path: Path) -> Events:
+    """Every scalar of the event file, or of all event files in the folder,
+    ``path``; a truncated file (a killed run) gives what it holds. The one
+    TensorBoard reader of :func:`read_tensorboard` and tools/plot.py."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    # 0 keeps every scalar (the default samples 10,000 per tag); the
+    # prediction images are not needed.
+    acc = ea.EventAccumulator(
+        str(path), size_guidance={ea.SCALARS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.TENSORS: 1}
+    )
+    try:
+        acc.Reload()
+    except Exception:  # noqa: BLE001 - a truncated file of a killed run: use what loaded
+        pass
+    scalars = {tag: list(acc.Scalars(tag)) for tag in acc.Tags().get("scalars", [])}
+    try:
+        first_time = acc.FirstEventTimestamp()
+    except ValueError:
+        first_time = None
+    return Events(scalars, first_time)
+
+
 def read_tensorboard(tb_dir: Path) -> _Curve | None:
     """Validation mIoU per iteration, the last iteration logged and the wall
     time from the event files in ``tb_dir``; None when there are none.
@@ -42,31 +74,22 @@ def read_tensorboard(tb_dir: Path) -> _Curve | None:
     files = sorted(tb_dir.glob("events.out.tfevents.*"), key=_event_file_order)
     if not files:
         return None
-    from tensorboard.backend.event_processing import event_accumulator as ea
-
     curve = _Curve()
     total_time = 0.0
     for file in files:
-        # 0 keeps every scalar (the default samples 10,000 per tag); the
-        # prediction images are not needed.
-        acc = ea.EventAccumulator(
-            str(file), size_guidance={ea.SCALARS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.TENSORS: 1}
-        )
-        try:
-            acc.Reload()
-        except Exception:  # noqa: BLE001 - a truncated file of a killed run: use what loaded
-            pass
-        events = [e for tag in acc.Tags().get("scalars", []) for e in acc.Scalars(tag)]
+        loaded = read_events(file)
+        events = [e for tag_events in loaded.scalars.values() for e in tag_events]
         if not events:
             continue
         first_step = min(e.step for e in events)
         curve.val_miou = {s: v for s, v in curve.val_miou.items() if s < first_step}
-        if VAL_MIOU_TAG in acc.Tags()["scalars"]:
-            curve.val_miou.update({int(e.step): float(e.value) for e in acc.Scalars(VAL_MIOU_TAG)})
+        curve.val_miou.update(
+            {int(e.step): float(e.value) for e in loaded.scalars.get(VAL_MIOU_TAG, [])}
+        )
         curve.last_iteration = max(e.step for e in events)
-        try:  # the writer's first event, written before the first iteration
-            start = acc.FirstEventTimestamp()
-        except ValueError:
+        # The writer's first event is written before the first iteration.
+        start = loaded.first_time
+        if start is None:
             start = min(e.wall_time for e in events)
         total_time += max(e.wall_time for e in events) - start
     if curve.last_iteration is None:

@@ -33,11 +33,6 @@ from ann.summary.history import read_tensorboard, read_train_log
 # Any of these makes a folder a run (or the remains of one).
 RUN_FILES = ("config.yaml", "metrics.json", "train.log", "eval.log")
 SEED_KEY = "trainer.seed"
-# tools/eval.py composes these groups for its defaults but does not use them
-# (only trainer.dist_timeout_min): in an evaluation's config they say nothing
-# about the checkpoint (trained with its own optimizer.lr ...), so they are
-# left out of its configuration rather than shown as if they did.
-EVAL_UNUSED = ("optimizer.", "scheduler.", "trainer.")
 # The files a summary is written to (:mod:`ann.summary.report`).
 OUTPUT_NAMES = ("summary.md", "summary.csv", "summary_per_class.csv")
 # Files of a folder of runs that are not junk: summaries, a Hydra sweep's description.
@@ -187,7 +182,6 @@ def read_run(path: Path) -> Run:
     }
     seed = value_text(config[SEED_KEY]) if SEED_KEY in config else "?"
     if kind == "eval":
-        identity = {k: v for k, v in identity.items() if not k.startswith(EVAL_UNUSED)}
         seed = ""  # the checkpoint's training seed is not in the evaluation's config
     return Run(
         path=path,

@@ -43,8 +43,11 @@ def sweep_jobs(multirun_yaml: Path) -> list[Job]:
     Hydra's basic sweeper expands the overrides and names the folders
     (``hydra.sweep.subdir``, in ann ``<override_dirname>/seed=<seed>``).
 
-    Raises ValueError when the sweep cannot be expanded here (another sweeper,
-    a glob() sweep, a folder name that needs more than the sweep's own config).
+    Only public Hydra API: the overrides are parsed with Hydra's
+    ``OverridesParser`` and their grid is the product of the choice lists, in
+    the order of first appearance (the basic sweeper's job order). Raises
+    ValueError when the sweep cannot be expanded here (another sweeper, a
+    glob() sweep, a folder name that needs more than the sweep's own config).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -59,8 +62,6 @@ def sweep_jobs(multirun_yaml: Path) -> list[Job]:
     arguments = [f"{k}={v}" for k, v in params.items()]
     arguments += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
     parser = OverridesParser.create()
-    # As BasicSweeper.split_arguments: one list of "key=value" per key, in
-    # order of first appearance, then their product in that order.
     choices: dict[str, list[str]] = {}
     for override in parser.parse_overrides(arguments):
         key = override.get_key_element()
@@ -109,9 +110,9 @@ def _sweep_dir(cfg: DictConfig) -> str | None:
 def _override_dirname(
     overrides: Iterable[Any], exclude_keys: list[str], item_sep: str, kv_sep: str
 ) -> str:
-    """``hydra.job.override_dirname`` as Hydra computes it (a private function
-    of hydra._internal.config_loader_impl): the sorted override lines whose key
-    is not excluded, joined by ``item_sep``, ``=`` replaced by ``kv_sep``."""
+    """``hydra.job.override_dirname`` by Hydra's documented rule (its
+    "Customizing working directory" page): the sorted override lines whose key
+    is not in ``exclude_keys``, joined by ``item_sep``, ``=`` replaced by ``kv_sep``."""
     lines = sorted(o.input_line for o in overrides if o.key_or_group not in exclude_keys)
     return re.sub("[=]", kv_sep, item_sep.join(lines))
 
