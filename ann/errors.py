@@ -45,6 +45,11 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
 
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a read-only folder);
+    the previous checkpoint is left as it was."""
+
+
 class ConfigError(UserError):
     """A config key is missing or has an unusable value."""
 

@@ -24,29 +24,28 @@ from tqdm import tqdm
 
 from ann import dist
 from ann.config.schema import check_config
-from ann.data.loader import build_loader, worker_deaths
-from ann.data.samplers import TrainSampler
+from ann.data.loader import worker_deaths
+from ann.engine.build import build_training, train_loader, train_step
 from ann.engine.checkpoint import (
+    has_checkpoint,
+    link_checkpoint,
     load_checkpoint,
     load_model_weights,
+    load_newest,
+    prune_checkpoints,
     remove_stale_temps,
     rng_state,
-    save_checkpoint,
     set_rng_state,
+    write_checkpoint,
 )
-from ann.engine.optim import build_optimizer
 from ann.engine.signals import SignalGuard
-from ann.errors import DataLoaderDied, TrainingDiverged
+from ann.errors import CheckpointSaveError, DataLoaderDied, TrainingDiverged
 from ann.evaluation.evaluator import write_metrics
 from ann.evaluation.metrics import format_table
 from ann.logging_utils import setup_logging
 from ann.models.pretrained import ensure_available, without_pretrained
 from ann.speed import (
-    amp_dtype,
-    autocast,
-    configure_backends,
     prepare_model,
-    to_input,
     unwrap,
 )
 from ann.visualization.masks import prediction_grid
@@ -114,24 +113,12 @@ class Trainer:
             log_initialisation(cfg.model)
         if dist.get_world_size() > 1 and self.device.type == "cuda" and self.tcfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        configure_backends(self.device, self.tcfg.cudnn_benchmark, self.tcfg.tf32)
-        self.channels_last = bool(self.tcfg.channels_last)
-        self.model = prepare_model(model, channels_last=self.channels_last)
-        paramwise = OmegaConf.to_container(cfg.optimizer.get("paramwise", {}) or {})
-        opt_cfg = OmegaConf.masked_copy(
-            cfg.optimizer, [k for k in cfg.optimizer if k != "paramwise"]
-        )
-        self.optimizer = build_optimizer(instantiate(opt_cfg, _partial_=True), model, **paramwise)
-        self.scheduler = instantiate(
-            cfg.scheduler, optimizer=self.optimizer, max_iters=self.tcfg.max_iters
-        )
-        self.amp_dtype = amp_dtype(self.tcfg.amp, str(self.tcfg.amp_dtype), "trainer", self.device)
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_dtype == torch.float16
-        )
+        parts = build_training(cfg, model, self.device)
+        self.model, self.channels_last = parts.model, parts.channels_last
+        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
+        self.amp_dtype, self.scaler = parts.amp_dtype, parts.scaler
         self.evaluator = instantiate(cfg.evaluator)
-        self.accumulate = int(self.tcfg.get("accumulate", 1))
+        self.accumulate = parts.accumulate
         self.start_iter = 0
         self.best_miou = -1.0
         self.saved_iter: int | None = None
@@ -149,7 +136,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------
     def _restore_source(self) -> str | None:
         """ "resume" or "load_from" when a checkpoint will fill the model, else None."""
-        if self.tcfg.resume and (self.ckpt_dir / "last.pth").is_file():
+        if self.tcfg.resume and has_checkpoint(self.ckpt_dir):
             return "resume"
         return "load_from" if self.tcfg.get("load_from") else None
 
@@ -157,10 +144,12 @@ class Trainer:
         if dist.is_main():
             for path in remove_stale_temps(self.ckpt_dir):
                 log.warning("removed %s, left by a save that was interrupted", path)
-        last = self.ckpt_dir / "last.pth"
-        if self._restore_source() == "resume":
-            state = load_checkpoint(last, self.device, key="trainer.resume")
-            load_model_weights(self.model, state, last)
+        found = (
+            load_newest(self.ckpt_dir, self.device) if self._restore_source() == "resume" else None
+        )
+        if found is not None:
+            path, state = found
+            load_model_weights(self.model, state, path)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
@@ -169,7 +158,10 @@ class Trainer:
             self.best_miou = float(state["best_mIoU"])
             rngs = state["rng"]
             set_rng_state(rngs[dist.get_rank()] if isinstance(rngs, list) else rngs)
-            log.info("resumed from %s at iteration %d", last, self.start_iter)
+            log.info("resumed from %s at iteration %d", path, self.start_iter)
+            if path.name != "last.pth" and dist.is_main():
+                # last.pth is older, torn or missing: it names this one again.
+                link_checkpoint(path, self.ckpt_dir / "last.pth")
         elif self.tcfg.get("load_from"):
             state = load_checkpoint(self.tcfg.load_from, self.device, key="trainer.load_from")
             load_model_weights(self.model, state, self.tcfg.load_from)
@@ -191,21 +183,26 @@ class Trainer:
             "rng": rngs,
         }
 
-    def save(self, iteration: int, best: bool = False, periodic: bool = False) -> None:
+    def save(self, iteration: int, best: bool = False) -> None:
+        """Writes the state once, to ``iter_NNNNNNN.pth``, and hard-links
+        ``best.pth`` (if ``best``) and ``last.pth`` to it; then prunes the
+        iter files :func:`prune_checkpoints` does not keep. A failed save is
+        a :class:`CheckpointSaveError` that says which checkpoint is intact."""
         state = self._state(iteration)  # collective under DDP: every rank calls it
         if not dist.is_main():
             self.saved_iter = iteration
             return
-        # last.pth is written last: a run killed before it resumes from the
-        # previous last.pth, redoes this iteration and rewrites the others.
-        if best:
-            save_checkpoint(state, self.ckpt_dir / "best.pth")
-        keep = int(self.tcfg.get("keep_last", 0))
-        if periodic and keep > 0:
-            save_checkpoint(state, self.ckpt_dir / f"iter_{iteration:07d}.pth")
-            for old in sorted(self.ckpt_dir.glob("iter_*.pth"))[:-keep]:
-                old.unlink()
-        save_checkpoint(state, self.ckpt_dir / "last.pth")
+        # last.pth moves last: a run killed before that resumes from the newer
+        # iter file (or the previous last.pth) and rewrites the links.
+        links = ["best.pth", "last.pth"] if best else ["last.pth"]
+        try:
+            write_checkpoint(state, self.ckpt_dir, iteration, links)
+        except CheckpointSaveError as exc:
+            raise CheckpointSaveError(f"{exc}{self.intact_note()}") from None
+        interval = int(self.tcfg.ckpt_interval)
+        prune_checkpoints(
+            self.ckpt_dir, int(self.tcfg.get("keep_last", 0)), lambda it: it % interval == 0
+        )
         self.saved_iter = iteration
 
     def intact_note(self) -> str:
@@ -219,27 +216,7 @@ class Trainer:
 
     # -- data ----------------------------------------------------------------
     def _loader(self) -> DataLoader:
-        sampler = TrainSampler(
-            len(self.train_set),
-            self.tcfg.batch_size,
-            seed=int(self.tcfg.seed),
-            rank=dist.get_rank(),
-            world_size=dist.get_world_size(),
-            # With accumulation an iteration consumes several batches.
-            start_iter=self.start_iter * self.accumulate,
-        )
-        return build_loader(
-            self.train_set,
-            batch_size=self.tcfg.batch_size,
-            sampler=sampler,
-            num_workers=int(self.tcfg.num_workers),
-            pin_memory=self.device.type == "cuda",
-            drop_last=True,
-            persistent_workers=True,
-            # An own generator keeps the loader from drawing on the global RNG,
-            # which would make a resumed run's dropout differ.
-            generator=torch.Generator().manual_seed(int(self.tcfg.seed)),
-        )
+        return train_loader(self.train_set, self.tcfg, self.device, self.start_iter)
 
     # -- loop ----------------------------------------------------------------
     def validate(self, iteration: int) -> dict:
@@ -265,44 +242,18 @@ class Trainer:
         return metrics
 
     def train_step(self, data_iter: Iterator[dict]) -> tuple[dict[str, torch.Tensor], float]:
-        """One optimizer step over ``trainer.accumulate`` batches.
+        """One optimizer step over ``trainer.accumulate`` batches
+        (:func:`ann.engine.build.train_step`).
 
         Returns the loss terms (averaged over batches and ranks, detached)
         and the time spent waiting for data.
         """
-        self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, torch.Tensor] = {}
-        data_time = 0.0
-        for micro in range(self.accumulate):
-            t0 = time.perf_counter()
-            batch = next(data_iter)
-            data_time += time.perf_counter() - t0
-            images = to_input(batch["image"].to(self.device, non_blocking=True), self.channels_last)
-            masks = batch["mask"].to(self.device, non_blocking=True)
-            last = micro == self.accumulate - 1
-            # Gradients are all-reduced once, on the last micro-batch.
-            sync = (
-                nullcontext()
-                if last or not hasattr(self.model, "no_sync")
-                else self.model.no_sync()
-            )
-            with sync:
-                with autocast(self.device, self.amp_dtype):
-                    outputs = self.model(images)
-                losses = unwrap(self.model).compute_loss(outputs, masks)
-                self.scaler.scale(losses["loss"] / self.accumulate).backward()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + v.detach() / self.accumulate
-        if self.tcfg.get("clip_grad"):
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tcfg.clip_grad))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        names = sorted(totals)
-        stacked = dist.all_reduce_sum(torch.stack([totals[k].float() for k in names]))
-        stacked /= dist.get_world_size()
-        return dict(zip(names, stacked.cpu(), strict=True)), data_time
+        clip = self.tcfg.get("clip_grad")
+        return train_step(
+            self.model, data_iter, self.optimizer, self.scheduler, self.scaler,
+            device=self.device, dtype=self.amp_dtype, channels_last=self.channels_last,
+            accumulate=self.accumulate, clip_grad=float(clip) if clip else None,
+        )  # fmt: skip
 
     def run(self) -> dict:
         max_iters = int(self.tcfg.max_iters)
@@ -382,11 +333,7 @@ class Trainer:
                 self.best_miou = max(self.best_miou, metrics["mIoU"])
             stop = dist.broadcast_object(guard.received is not None)
             if iteration % int(self.tcfg.ckpt_interval) == 0 or done or is_best or stop:
-                self.save(
-                    iteration,
-                    best=is_best,
-                    periodic=iteration % int(self.tcfg.ckpt_interval) == 0,
-                )
+                self.save(iteration, best=is_best)
             if stop:
                 log.warning(
                     "signal received: saved %s at iteration %d; re-run the same command to resume",
