@@ -78,8 +78,14 @@ def broadcast_object(obj: object, src: int = 0) -> object:
 
 _PROGRESS = "ann/progress/"
 # What gloo and NCCL say when a peer is gone or silent.
-_COMM_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
-                 "timed out", "NCCL", "Broken pipe")  # fmt: skip
+_COMM_MARKERS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Timed out waiting",
+    "timed out",
+    "NCCL",
+    "Broken pipe",
+)
 
 
 def report_progress(step: int) -> None:
@@ -107,7 +113,7 @@ def describe_comm_failure(exc: BaseException, timeout_key: str) -> str:
         for rank in range(world):
             if store.check([f"{_PROGRESS}{rank}"]):
                 progress[rank] = int(store.get(f"{_PROGRESS}{rank}"))
-    except Exception:  # noqa: BLE001 - the store may have gone with the failed rank
+    except Exception:  # the store may have gone with the failed rank
         pass
     others = [r for r in range(world) if r != me]
     mine = progress.get(me)

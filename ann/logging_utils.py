@@ -17,7 +17,7 @@ class _TqdmHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never raise
+        except Exception:  # logging must never raise
             self.handleError(record)
 
 

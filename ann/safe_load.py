@@ -36,7 +36,7 @@ def load_tensors(path: str | Path, key: str, map_location: str | torch.device = 
             "(a state dict, or a checkpoint written by this framework), or re-save its "
             "tensors from trusted code with torch.save(model.state_dict(), path)"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - zip, EOF and torch errors all mean "unreadable"
+    except Exception as exc:  # zip, EOF and torch errors all mean "unreadable"
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
         raise ValueError(f"{key}: {path} is not a readable weights file ({first})") from None

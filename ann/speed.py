@@ -93,8 +93,11 @@ def amp_dtype(
         log.warning(
             "%s precision: %s autocast although %s; expect it to be several times slower"
             " than fp32 (set %s.amp=auto or false)",
-            key, dtype, why, key,
-        )  # fmt: skip
+            key,
+            dtype,
+            why,
+            key,
+        )
     return PRECISIONS[dtype]
 
 

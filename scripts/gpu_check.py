@@ -40,10 +40,20 @@ TAIL_LINES = 40
 # The wheels are for the GPU image's Python 3.12 on x86-64 whatever runs the
 # install (a dry run elsewhere may be another Python): pip installs for that.
 PLATFORM = (
-    "--python-version", "3.12", "--implementation", "cp", "--abi", "cp312",
-    "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-    "--platform", "manylinux2014_x86_64", "--only-binary=:all:",
-)  # fmt: skip
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp312",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
+    "--only-binary=:all:",
+)
 
 Emit = Callable[[str], None]
 
@@ -141,9 +151,16 @@ def run_command(cmd: Sequence[str], limit: float, emit: Emit, env: Mapping[str, 
     ``limit`` seconds the group gets SIGTERM, 10 s later SIGKILL, and the exit
     status is 124 (as from coreutils' timeout)."""
     proc = subprocess.Popen(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd=REPO,
-        text=True, errors="replace", bufsize=1, start_new_session=True,
-    )  # fmt: skip
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        cwd=REPO,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
+    )
 
     def read() -> None:
         for line in proc.stdout:
@@ -218,7 +235,7 @@ class Check:
         t0 = self.elapsed()
         try:
             rc = body(limit, emit)
-        except Exception as exc:  # noqa: BLE001 - a broken step fails, the check goes on
+        except Exception as exc:  # a broken step fails, the check goes on
             emit(f"{type(exc).__name__}: {exc}")
             rc = 1
         except BaseException:  # SIGTERM or Ctrl-C: the summary must not read ok
@@ -231,7 +248,10 @@ class Check:
 
     def command(self, name: str, cap: float, cmd: Sequence[str], env: Mapping[str, str]) -> str:
         """A step that runs ``cmd``."""
-        body = lambda limit, emit: run_command(cmd, limit, emit, env)  # noqa: E731
+
+        def body(limit: float, emit: Callable[[str], None]) -> int:
+            return run_command(cmd, limit, emit, env)
+
         return self.step(
             name, cap, body, " ".join("python" if c == sys.executable else c for c in cmd)
         )
@@ -242,13 +262,26 @@ class Check:
         self._record(name, status, None, 0, 0, reason, [])
 
     def _record(
-        self, name: str, status: str, rc: int | None, seconds: int, limit: int, command: str,
+        self,
+        name: str,
+        status: str,
+        rc: int | None,
+        seconds: int,
+        limit: int,
+        command: str,
         tail: list[str],
-    ) -> str:  # fmt: skip
-        self.steps.append({
-            "name": name, "status": status, "exit": rc, "seconds": seconds, "limit_s": limit,
-            "command": command, "tail": tail,
-        })  # fmt: skip
+    ) -> str:
+        self.steps.append(
+            {
+                "name": name,
+                "status": status,
+                "exit": rc,
+                "seconds": seconds,
+                "limit_s": limit,
+                "command": command,
+                "tail": tail,
+            }
+        )
         return status
 
     @property
@@ -260,9 +293,13 @@ class Check:
         """OUT_DIR/summary.json: the steps and the files next to it."""
         files = {p.name for p in self.out.iterdir() if p.is_file()} | {"summary.json"}
         summary = {
-            "ok": self.ok, "dry_run": self.dry_run, "seconds": self.elapsed(),
-            "budget_s": int(self.budget), "steps": self.steps, "files": sorted(files),
-        }  # fmt: skip
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "seconds": self.elapsed(),
+            "budget_s": int(self.budget),
+            "steps": self.steps,
+            "files": sorted(files),
+        }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.say(f"summary: {self.out / 'summary.json'}")
         self.log.close()
@@ -288,9 +325,22 @@ def install_wheels(
     for wheel in sorted(set(wheels) - set(chosen)):
         emit(f"left out (not pinned): {wheel.name}")
     shutil.rmtree(site, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-           "--no-cache-dir", "--disable-pip-version-check", *PLATFORM, "--target", str(site),
-           *map(str, chosen)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        *PLATFORM,
+        "--target",
+        str(site),
+        *map(str, chosen),
+    ]
     rc = run_command(cmd, limit, emit, os.environ)
     if rc != 0:
         return rc
@@ -316,13 +366,22 @@ def bench_commands(out: Path, fast_set: str) -> dict[str, tuple[float, list[str]
     set that hangs costs its row, not the file."""
     sets = f"--device cuda --sets fp32,{fast_set} --warmup 3"
     steps = {
-        "bench_train": (200, f"train {sets} --experiments cityscapes_ann,cityscapes_ann_r101_769 "
-                             "--no-loader --iters 10 --timeout 80"),
-        "bench_infer_r50": (55, f"infer {sets} --models ann_r50 --size 1024x2048 --modes whole "
-                                "--repeats 10 --timeout 45"),
-        "bench_infer_r101": (65, f"infer {sets} --models ann_r101 --size 1024x2048 --modes slide "
-                                 "--repeats 5 --timeout 55"),
-    }  # fmt: skip
+        "bench_train": (
+            200,
+            f"train {sets} --experiments cityscapes_ann,cityscapes_ann_r101_769 "
+            "--no-loader --iters 10 --timeout 80",
+        ),
+        "bench_infer_r50": (
+            55,
+            f"infer {sets} --models ann_r50 --size 1024x2048 --modes whole "
+            "--repeats 10 --timeout 45",
+        ),
+        "bench_infer_r101": (
+            65,
+            f"infer {sets} --models ann_r101 --size 1024x2048 --modes slide "
+            "--repeats 5 --timeout 55",
+        ),
+    }
     return {
         name: (cap, ["tools/benchmark.py", *args.split(), "--json", str(out / f"{name}.json")])
         for name, (cap, args) in steps.items()
@@ -338,14 +397,20 @@ def run_check(opts: Options, environ: Mapping[str, str]) -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     out = opts.out.resolve()
     check = Check(out, float(environ.get("GPU_CHECK_BUDGET_S") or 470), opts.dry_run)
-    env = {**environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONUNBUFFERED": "1",
-           "NO_ALBUMENTATIONS_UPDATE": "1"}  # fmt: skip
+    env = {
+        **environ,
+        "PYTHONPATH": f"{site}{os.pathsep}{REPO}",
+        "PYTHONUNBUFFERED": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+    }
     try:
         status = check.step(
-            "install", 90, lambda limit, emit: install_wheels(wheels, site, read_pins(), limit, emit),
+            "install",
+            90,
+            lambda limit, emit: install_wheels(wheels, site, read_pins(), limit, emit),
             f"pip install --no-index --no-deps --target {site} the wheels of {wheels} pinned in "
             f"{REQUIREMENTS.relative_to(REPO)}",
-        )  # fmt: skip
+        )
         if status != "ok":
             check.say("the wheels did not install: nothing else can import; stopping")
             return 1

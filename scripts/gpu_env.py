@@ -19,10 +19,24 @@ from pathlib import Path
 # The top-level modules of the pinned wheels: each must be imported from the
 # target folder, not from whatever else the interpreter sees.
 CARRIED = (
-    "hydra", "omegaconf", "antlr4", "albumentations", "albucore", "pydantic", "pydantic_core",
-    "annotated_types", "typing_inspection", "typing_extensions", "stringzilla", "simsimd",
-    "cityscapesscripts", "appdirs", "pyquaternion", "coloredlogs", "humanfriendly",
-)  # fmt: skip
+    "hydra",
+    "omegaconf",
+    "antlr4",
+    "albumentations",
+    "albucore",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_inspection",
+    "typing_extensions",
+    "stringzilla",
+    "simsimd",
+    "cityscapesscripts",
+    "appdirs",
+    "pyquaternion",
+    "coloredlogs",
+    "humanfriendly",
+)
 IMAGE = ("torchvision", "numpy", "scipy", "cv2", "PIL", "tensorboard", "matplotlib", "pytest")
 
 
@@ -57,26 +71,36 @@ def env_report(out: Path, site: Path, dry_run: bool) -> int:
     for name in modules:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
+        except Exception as exc:  # reported, not raised
             problems.append(f"import {name}: {type(exc).__name__}: {exc}")
     env: dict = {
-        "python": sys.version, "executable": sys.executable, "platform": platform.platform(),
-        "site": str(site), "full_import_check": full, "origins": origins,
-    }  # fmt: skip
+        "python": sys.version,
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "site": str(site),
+        "full_import_check": full,
+        "origins": origins,
+    }
     versions = {d.metadata["Name"]: d.version for d in metadata.distributions(path=[str(site)])}
     env["carried"] = dict(sorted(versions.items()))
     try:
         import torch
 
-        env.update(torch=torch.__version__, torch_cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(), cuda_available=torch.cuda.is_available())  # fmt: skip
+        env.update(
+            torch=torch.__version__,
+            torch_cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cuda_available=torch.cuda.is_available(),
+        )
         if torch.cuda.is_available():
             p = torch.cuda.get_device_properties(0)
             env["gpu"] = {
-                "name": p.name, "capability": f"{p.major}.{p.minor}",
+                "name": p.name,
+                "capability": f"{p.major}.{p.minor}",
                 "memory_gib": round(p.total_memory / 2**30, 1),
-                "multiprocessors": p.multi_processor_count, "count": torch.cuda.device_count(),
-            }  # fmt: skip
+                "multiprocessors": p.multi_processor_count,
+                "count": torch.cuda.device_count(),
+            }
         elif not dry_run:
             problems.append("torch sees no CUDA device")
     except ImportError as exc:

@@ -41,7 +41,10 @@ def main() -> None:
     x, y = x[keep], y[keep]
     k = len(SHAPES_CLASSES)
     # Quadratic colour features let the linear model carve colour regions.
-    feats = lambda v: torch.cat([v, v**2, v[:, [0]] * v[:, [1]], v[:, [1]] * v[:, [2]]], 1)  # noqa: E731
+
+    def feats(v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v, v**2, v[:, [0]] * v[:, [1]], v[:, [1]] * v[:, [2]]], 1)
+
     linear = torch.nn.Linear(8, k)
     opt = torch.optim.LBFGS(linear.parameters(), max_iter=args.steps, line_search_fn="strong_wolfe")
 

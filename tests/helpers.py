@@ -39,9 +39,14 @@ def run_bounded(
     whole group (DataLoader workers, torchrun's ranks) is killed and
     TimeoutExpired raised, so that a hang fails a test and leaves nothing behind."""
     proc = subprocess.Popen(
-        cmd, env=env or tool_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        cmd,
+        env=env or tool_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

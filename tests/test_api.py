@@ -69,7 +69,7 @@ def forbid_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[st
     """Every way the models fetch weights raises; returns the calls' URLs."""
     calls: list[str] = []
 
-    def refuse(url, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def refuse(url, *args, **kwargs):
         calls.append(str(url))
         raise AssertionError(f"download of {url}")
 
@@ -257,8 +257,11 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     proc = subprocess.run(
         [*pip, "--no-index", "-w", str(tmp_path / "dist"), str(src)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     site = tmp_path / "site"
     shutil.unpack_archive(next((tmp_path / "dist").glob("ann-*.whl")), site, "zip")
@@ -272,9 +275,13 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     )
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     module, configs = proc.stdout.split()
     assert Path(module).is_relative_to(site) and Path(configs) == site / "ann" / "configs"

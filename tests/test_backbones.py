@@ -140,8 +140,14 @@ def test_authors_deep_base_imagenet_file(tmp_path: Path) -> None:
     deep stem, optionally under prefix.) fills the stem_channels=128 backbone."""
     torch.manual_seed(0)
     src = ResNetBackbone(50, stem_channels=128, maxpool_ceil=True)
-    names = {"stem.0": "conv1", "stem.1": "bn1", "stem.3": "conv2", "stem.4": "bn2",
-             "stem.6": "conv3", "stem.7": "bn3"}  # fmt: skip
+    names = {
+        "stem.0": "conv1",
+        "stem.1": "bn1",
+        "stem.3": "conv2",
+        "stem.4": "bn2",
+        "stem.6": "conv3",
+        "stem.7": "bn3",
+    }
     state = {}
     for k, v in src.state_dict().items():
         head = k[: k.index(".", 5)] if k.startswith("stem.") else None

@@ -140,11 +140,20 @@ def test_worker_error_stays_one_line(tmp_path: Path) -> None:
 def test_train_tool_reports_bad_root_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "no_cityscapes"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools/train.py"), "experiment=cityscapes_ann",
-         f"dataset.root={missing}", "model=ann_r18", f"output_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "tools/train.py"),
+            "experiment=cityscapes_ann",
+            f"dataset.root={missing}",
+            "model=ann_r18",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -13,3 +13,7 @@ def test_benchmark_eval_smoke() -> None:
     assert out["confusion_matrix"]["agree"] is True
     assert {r["mode"] for r in out["end_to_end"]} == {"whole", "slide", "6-scale+flip"}
     assert all(r["images_per_s"] > 0 for r in out["end_to_end"])
+    assert all(r["vs_whole"] == 1 for r in out["end_to_end"] if r["mode"] == "whole")
+    results = out["confusion_matrix"]["results"]
+    assert len(results) == 4  # ours, torchmetrics with and without checks, cityscapesscripts
+    assert all(r["mpixel_per_s"] > 0 and r["ms_per_update"] > 0 for r in results.values())

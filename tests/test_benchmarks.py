@@ -2,23 +2,77 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from ann.benchmarks import heads, model
+from ann.benchmarks import harness, heads, model
 from conftest import compose_cfg
 
 
 @pytest.mark.parametrize("case", ["nl_matmul", "apnb_sdpa", "afnb_matmul", "ann_head"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_heads_worker_toy(case: str, mode: str) -> None:
-    args = argparse.Namespace(warmup=0, channels=32, key=8, value=8, device="cpu")
-    r = heads.worker(case, 9, 11, mode, 1, args)
-    assert r["time_s"] > 0 and r["peak_bytes"] >= 0
+    spec = {
+        "case": case,
+        "size": [9, 11],
+        "mode": mode,
+        "warmup": 0,
+        "repeats": 1,
+        "channels": 32,
+        "key": 8,
+        "value": 8,
+        "device": "cpu",
+    }
+    r = heads.worker(spec)
+    assert set(r) == {"time_s", "peak_bytes"} and r["time_s"] > 0 and r["peak_bytes"] >= 0
+
+
+def test_heads_table_and_json(monkeypatch, capsys) -> None:
+    """The whole subcommand, workers in this process: JSON keys and ratio columns."""
+    monkeypatch.setenv("ANN_BENCH_IN_PROCESS", "1")
+    out = heads.main(
+        [
+            "--sizes",
+            "9x11",
+            "--cases",
+            "nl_matmul,apnb_sdpa",
+            "--modes",
+            "eval",
+            "--channels",
+            "32",
+            "--key",
+            "8",
+            "--value",
+            "8",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    json.dumps(out)
+    assert set(out) == {"config", "results"} and out["config"]["channels"] == 32
+    assert set(out["results"]["9x11"]["eval"]) == {"nl_matmul", "apnb_sdpa"}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:4] == ["size", "mode", "block", "time"]
+    assert lines[2].split()[5] == "1.00x"  # the baseline's speedup against itself
+
+
+def test_cli_help_lists_subcommands_and_json(capsys) -> None:
+    from ann.benchmarks import SUBCOMMANDS
+    from ann.commands.benchmark import main
+
+    assert (
+        main(["--help"]) == 0 and "{heads,model,data,eval,train,infer}" in capsys.readouterr().out
+    )
+    assert main([]) == 2
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0 and "--json PATH" in capsys.readouterr().out, name
 
 
 def test_model_flops_counted_on_meta() -> None:
@@ -46,15 +100,32 @@ def test_r101_ann_769_forward_within_24_gib() -> None:
 
 
 def test_loader_benchmark_measures_forkserver(tmp_path) -> None:
-    from ann.benchmarks import loader
+    from ann.benchmarks import data
 
-    root = loader.write_tree(tmp_path / "data", 4, width=256, height=128)
+    root = harness.write_tree(tmp_path / "data", 4, width=256, height=128)
+    spec = {"method": "forkserver", "root": str(root), "workers": 1, "samples": 4, "loaders": 2}
     threads = torch.get_num_threads()
     try:
-        r = loader.measure("forkserver", str(root), workers=1, samples=4, loaders=2)
+        r = data.loader_worker(spec)
     finally:
-        torch.set_num_threads(threads)  # measure() sets 1, as in a worker
+        torch.set_num_threads(threads)  # the worker sets 1, as in a DataLoader worker
     assert r["first_loader_s"] > 0 and r["later_loader_s"] > 0 and r["images_per_s"] > 0
+
+
+def test_peak_memory_counts_one_allocation() -> None:
+    """The CPU method sees a 64 MiB tensor written in the window, and not what
+    existed before it started."""
+    device = torch.device("cpu")
+    before = torch.ones(16 * 2**20)  # 64 MiB, held since before the base
+    memory = harness.PeakMemory(device)
+    times, peak, out = harness.measure(lambda: torch.ones(16 * 2**20), 1, device, memory)
+    assert len(times) == 1 and out.numel() == before.numel()
+    assert 60 * 2**20 < peak < 200 * 2**20, peak
+
+
+def test_compose_finds_configs_from_the_package() -> None:
+    cfg = harness.compose("train", ["experiment=demo"])
+    assert cfg.trainer.batch_size > 0 and "decode_head" in cfg.model
 
 
 # -- train and infer (issue #11): option sets side by side ---------------------
@@ -75,30 +146,58 @@ def test_option_sets_parse() -> None:
 
 
 @pytest.fixture
-def one_thread():
-    """The workers run with 1 thread: on 2 shared CPUs, 2 OpenMP threads that
-    wait for each other slow a tiny model down several times."""
+def one_thread(monkeypatch):
+    """Workers in this process (``ANN_BENCH_IN_PROCESS``: the tests check the
+    figures' plumbing, test_benchmark_worker_subprocess the subprocess itself),
+    with 1 thread: on 2 shared CPUs, 2 OpenMP threads that wait for each other
+    slow a tiny model down several times."""
+    monkeypatch.setenv("ANN_BENCH_IN_PROCESS", "1")
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield "1"
-    torch.set_num_threads(threads)  # the in-process workers set theirs
+    torch.set_num_threads(threads)
 
 
-def _in_process(module):
-    """run_worker without the subprocess: the tests check the figures' plumbing,
-    test_benchmark_worker_subprocess the subprocess itself."""
-    return lambda name, spec, threads, timeout=None: module.worker(spec)
-
-
-def test_train_benchmark_tiny(shapes_root, monkeypatch, one_thread) -> None:
+def test_train_benchmark_tiny(shapes_root, one_thread, monkeypatch) -> None:
     from ann.benchmarks import train
+    from ann.engine import build
 
-    monkeypatch.setattr(train, "run_worker", _in_process(train))
+    built = []  # the parts each set trained with: the trainer's own build_training
+
+    def spy(*args):
+        built.append(build.build_training(*args))
+        return built[-1]
+
+    monkeypatch.setattr(train, "build_training", spy)
+
     out = train.main(
-        ["--device", "cpu", "--experiments", "demo", "--size", "33x33", "--batch", "2",
-         "--iters", "1", "--warmup", "1", "--sets", "fp32,bf16,bf16+cl", "--workers", "0",
-         "--threads", one_thread, "--override", f"dataset.root={shapes_root}",
-         "--override", "dataset.num_train=16", "--override", "dataset.num_val=6"]
-    )  # fmt: skip
+        [
+            "--device",
+            "cpu",
+            "--experiments",
+            "demo",
+            "--size",
+            "33x33",
+            "--batch",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "1",
+            "--sets",
+            "fp32,bf16,bf16+cl",
+            "--workers",
+            "0",
+            "--threads",
+            one_thread,
+            "--override",
+            f"dataset.root={shapes_root}",
+            "--override",
+            "dataset.num_train=16",
+            "--override",
+            "dataset.num_val=6",
+        ]
+    )
     json.dumps(out)  # tools/benchmark.py writes it as JSON
     assert out["env"]["threads"] == 1 and out["env"]["torch"] == torch.__version__
     (entry,) = out["targets"]
@@ -116,19 +215,48 @@ def test_train_benchmark_tiny(shapes_root, monkeypatch, one_thread) -> None:
         # Same weights, batch and dropout masks: bf16 moves the loss by ~1e-4.
         assert abs(r["loss_rel_diff"]) < 5e-3, r["first_loss"]
     assert base["loss_rel_diff"] == 0
+    assert [(p.amp_dtype, p.channels_last) for p in built] == [
+        (None, False),
+        (torch.bfloat16, False),
+        (torch.bfloat16, True),
+        (None, False),
+    ]  # fp32, bf16, bf16+cl, then the loader row's fp32
+    # warm-up, timed and peak iterations each stepped the poly schedule
+    assert all(p.scheduler.last_epoch == 3 for p in built)
     assert entry["loader"]["set"] == "fp32"
     assert entry["loader"]["data"].startswith("shapes, 16 images, 0 workers")
+    assert set(out) == {"config", "env", "targets"}
+    assert set(entry) == {"experiment", "model", "size", "batch", "label", "sets", "loader"}
+    assert set(base) == {
+        "data",
+        "size",
+        "batch",
+        "time_s",
+        "images_per_s",
+        "peak_bytes",
+        "warmup_s",
+        "times_s",
+        "compile_s",
+        "data_wait_s",
+        "first_loss",
+        "loss_rel_diff",
+        "speedup",
+        "memory_ratio",
+    }
 
 
 def test_train_benchmark_synthetic_loader_fallback(tmp_path) -> None:
-    from ann.benchmarks.options import compose_train
     from ann.benchmarks.train import loader_dataset
 
-    cfg = compose_train(
-        "cityscapes_ann",
-        [f"dataset.root={tmp_path / 'missing'}", "dataset.scale=[256,128]",
-         "dataset.train.transforms.crop_size=[33,33]"],
-    )  # fmt: skip
+    cfg = harness.compose(
+        "train",
+        [
+            "experiment=cityscapes_ann",
+            f"dataset.root={tmp_path / 'missing'}",
+            "dataset.scale=[256,128]",
+            "dataset.train.transforms.crop_size=[33,33]",
+        ],
+    )
     dataset, text = loader_dataset(cfg, tmp_path / "tree")
     assert text == "synthetic 256x128 PNGs (cityscapes not on disk)" and len(dataset) == 8
     sample = dataset[(0, 0)]
@@ -136,14 +264,27 @@ def test_train_benchmark_synthetic_loader_fallback(tmp_path) -> None:
     assert int(sample["mask"][sample["mask"] != 255].max()) < 19
 
 
-def test_infer_benchmark_tiny(monkeypatch, one_thread) -> None:
+def test_infer_benchmark_tiny(one_thread) -> None:
     from ann.benchmarks import infer
 
-    monkeypatch.setattr(infer, "run_worker", _in_process(infer))
     out = infer.main(
-        ["--device", "cpu", "--models", "ann_r18", "--size", "33x65", "--repeats", "1",
-         "--warmup", "1", "--sets", "fp32,fp16,bf16+cl", "--threads", one_thread]
-    )  # fmt: skip
+        [
+            "--device",
+            "cpu",
+            "--models",
+            "ann_r18",
+            "--size",
+            "33x65",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--sets",
+            "fp32,fp16,bf16+cl",
+            "--threads",
+            one_thread,
+        ]
+    )
     json.dumps(out)
     assert out["config"]["crop"] == [25, 25] and out["config"]["stride"] == [17, 17]
     by_mode = out["results"]["ann_r18"]
@@ -161,20 +302,47 @@ def test_infer_benchmark_tiny(monkeypatch, one_thread) -> None:
             assert r["memory_ratio"] is None
         # Random weights give near-tied classes: bf16 flips only a few pixels.
         assert r["argmax_agree"] > 0.9 and r["max_rel_diff"] < 0.05
+    assert set(out) == {"config", "env", "results"}
+    assert set(by_mode["whole"]["fp32"]) == {
+        "time_s",
+        "images_per_s",
+        "peak_bytes",
+        "warmup_s",
+        "times_s",
+        "compile_s",
+        "max_abs_diff",
+        "max_rel_diff",
+        "argmax_agree",
+        "speedup",
+        "memory_ratio",
+    }
 
 
 def test_benchmark_worker_subprocess(tmp_path) -> None:
     """A measurement in its own process, with the malloc setting the peak relies on."""
-    from ann.benchmarks.options import run_worker
+    from ann.benchmarks.infer import worker
 
-    spec = {"device": "cpu", "threads": 1, "size": [33, 65], "crop": [25, 25],
-            "stride": [17, 17], "repeats": 1, "warmup": 1, "compile_mode": "default", "compile_cache": False,
-            "overrides": [], "model": "ann_r18", "mode": "whole", "set": "bf16+cl",
-            "out": str(tmp_path / "logits.pt")}  # fmt: skip
-    r = run_worker("ann.benchmarks.infer", spec, threads=1, timeout=120)
+    spec = {
+        "device": "cpu",
+        "size": [33, 65],
+        "crop": [25, 25],
+        "stride": [17, 17],
+        "repeats": 1,
+        "warmup": 1,
+        "compile_mode": "default",
+        "compile_cache": False,
+        "overrides": [],
+        "model": "ann_r18",
+        "mode": "whole",
+        "set": "bf16+cl",
+        "out_dir": str(tmp_path),
+    }
+    r = harness.run_worker(worker, spec, threads=1, timeout=120)
     assert "skipped" not in r, r
     assert r["time_s"] > 0 and r["peak_bytes"] > 0 and r["compile_s"] is None
-    assert torch.load(tmp_path / "logits.pt").shape == (1, 19, 33, 65)
+    assert torch.load(tmp_path / "bf16+cl.pt").shape == (1, 19, 33, 65)
+    failed = harness.run_worker(worker, {**spec, "model": "no_such_model"}, threads=1)
+    assert failed["skipped"].startswith("failed (rc 1)")
 
 
 @pytest.mark.slow
@@ -183,10 +351,26 @@ def test_train_benchmark_compile_set(shapes_root) -> None:
     from ann.benchmarks import train
 
     out = train.main(
-        ["--device", "cpu", "--experiments", "demo", "--size", "33x33", "--batch", "2",
-         "--iters", "2", "--sets", "fp32,bf16+cl+compile", "--no-loader", "--threads", "1",
-         "--override", f"dataset.root={shapes_root}"]
-    )  # fmt: skip
+        [
+            "--device",
+            "cpu",
+            "--experiments",
+            "demo",
+            "--size",
+            "33x33",
+            "--batch",
+            "2",
+            "--iters",
+            "2",
+            "--sets",
+            "fp32,bf16+cl+compile",
+            "--no-loader",
+            "--threads",
+            "1",
+            "--override",
+            f"dataset.root={shapes_root}",
+        ]
+    )
     sets = out["targets"][0]["sets"]
     r = sets["bf16+cl+compile"]
     assert "skipped" not in r, r

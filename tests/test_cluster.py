@@ -14,8 +14,15 @@ from ann.dist_env import PORT_RANGE, cuda_index, launch_env, port_for_job
 from ann.errors import ConfigError
 from conftest import compose_cfg, tiny_train_overrides
 
-_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                "MASTER_PORT", "SUBMITIT_EXECUTOR")  # fmt: skip
+_LAUNCH_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SUBMITIT_EXECUTOR",
+)
 
 
 @pytest.fixture
@@ -25,11 +32,24 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _slurm(mp: pytest.MonkeyPatch, nodelist: str, ntasks: int, nnodes: int, procid: int,
-           localid: int, job: str = "4242") -> None:  # fmt: skip
-    for key, value in {"SLURM_JOB_ID": job, "SLURM_NTASKS": ntasks, "SLURM_JOB_NUM_NODES": nnodes,
-                       "SLURM_NODEID": procid // (ntasks // nnodes), "SLURM_PROCID": procid,
-                       "SLURM_LOCALID": localid, "SLURM_JOB_NODELIST": nodelist}.items():  # fmt: skip
+def _slurm(
+    mp: pytest.MonkeyPatch,
+    nodelist: str,
+    ntasks: int,
+    nnodes: int,
+    procid: int,
+    localid: int,
+    job: str = "4242",
+) -> None:
+    for key, value in {
+        "SLURM_JOB_ID": job,
+        "SLURM_NTASKS": ntasks,
+        "SLURM_JOB_NUM_NODES": nnodes,
+        "SLURM_NODEID": procid // (ntasks // nnodes),
+        "SLURM_PROCID": procid,
+        "SLURM_LOCALID": localid,
+        "SLURM_JOB_NODELIST": nodelist,
+    }.items():
         mp.setenv(key, str(value))
 
 
@@ -45,9 +65,17 @@ def _slurm(mp: pytest.MonkeyPatch, nodelist: str, ntasks: int, nnodes: int, proc
     ],
 )
 def test_slurm_variables_map_to_ranks(
-    clean_env: pytest.MonkeyPatch, case: str, nodelist: str, ntasks: int, nnodes: int,
-    procid: int, localid: int, master: str, visible: int, gpu: int,
-) -> None:  # fmt: skip
+    clean_env: pytest.MonkeyPatch,
+    case: str,
+    nodelist: str,
+    ntasks: int,
+    nnodes: int,
+    procid: int,
+    localid: int,
+    master: str,
+    visible: int,
+    gpu: int,
+) -> None:
     pytest.importorskip("submitit")
     _slurm(clean_env, nodelist, ntasks, nnodes, procid, localid)
     for executor in ("", "slurm"):  # an srun step, then a submitit job
@@ -95,7 +123,7 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     step = trainer_mod.Trainer.train_step
 
-    def step_then_signal(self, data_iter):  # noqa: ANN001, ANN202
+    def step_then_signal(self, data_iter):
         out = step(self, data_iter)
         if self.optimizer.state and not calls and self.start_iter == 0:
             os.kill(os.getpid(), signal.SIGUSR2)  # during iteration 1
@@ -104,16 +132,12 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", step_then_signal)
     out = tmp_path / "run"
     try:
-        train(
-            compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2"))
-        )
+        train(compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2")))
         assert calls == [signal.SIGUSR2]
         assert torch.load(out / "checkpoints/last.pth", weights_only=True)["iteration"] == 1
         assert "signal received: saved" in (out / "train.log").read_text()
         monkeypatch.undo()
-        train(
-            compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2"))
-        )
+        train(compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=2")))
         assert "resumed from" in (out / "train.log").read_text()
         assert torch.load(out / "checkpoints/last.pth", weights_only=True)["iteration"] == 2
     finally:
@@ -127,8 +151,9 @@ def test_example_slurm_launcher_config_composes() -> None:
     from conftest import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", ["hydra/launcher=slurm", "experiment=cityscapes_ann"],
-                      return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "train", ["hydra/launcher=slurm", "experiment=cityscapes_ann"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 8

@@ -132,11 +132,20 @@ def test_a_group_covers_its_nested_groups() -> None:
 def test_train_tool_reports_the_type_before_reading_data(tmp_path: Path) -> None:
     """The issue's example: before, a TypeError from inside PolyLR."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools/train.py"), "experiment=cityscapes_ann",
-         f"dataset.root={tmp_path / 'absent'}", "trainer.max_iters=abc",
-         f"output_dir={tmp_path / 'out'}"],
-        env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "tools/train.py"),
+            "experiment=cityscapes_ann",
+            f"dataset.root={tmp_path / 'absent'}",
+            "trainer.max_iters=abc",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        env=tool_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: trainer.max_iters='abc': expected an integer ≥ 1 (got str)"
@@ -146,11 +155,21 @@ def test_train_tool_reports_the_type_before_reading_data(tmp_path: Path) -> None
 
 def test_eval_tool_checks_evaluator_keys_first(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools/eval.py"), "experiment=cityscapes_ann",
-         f"dataset.root={tmp_path / 'absent'}", f"checkpoint={tmp_path / 'absent.pth'}",
-         "evaluator.mode=slid", f"output_dir={tmp_path / 'out'}"],
-        env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "tools/eval.py"),
+            "experiment=cityscapes_ann",
+            f"dataset.root={tmp_path / 'absent'}",
+            f"checkpoint={tmp_path / 'absent.pth'}",
+            "evaluator.mode=slid",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        env=tool_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: evaluator.mode='slid': expected one of whole, slide (got str)"

@@ -110,8 +110,10 @@ def test_variant_is_its_parent_but_for_the_lines_that_differ(variant: str) -> No
     assert all(k.startswith(changes) for k in differ - {"name", "output_dir"}), differ
     if changes == SCHEDULE:
         assert differ - {"name", "output_dir"} == {
-            "trainer.max_iters", "trainer.val_interval", "trainer.ckpt_interval"
-        }  # fmt: skip
+            "trainer.max_iters",
+            "trainer.val_interval",
+            "trainer.ckpt_interval",
+        }
 
 
 @pytest.mark.parametrize("config_name", ["eval", "infer", "export", "browse"])

@@ -139,8 +139,10 @@ def test_converted_file_is_a_checkpoint_of_this_project(
     out = tmp_path / "ann.pth"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools/convert.py"), "mmseg", str(src), str(out)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}: ANN ResNet-50, 19 classes" in proc.stdout
     assert f"python tools/eval.py experiment=cityscapes_ann checkpoint={out}" in proc.stdout
@@ -160,12 +162,23 @@ def test_load_from_a_converted_checkpoint_fine_tunes(
     torch.save(convert("mmseg", src).checkpoint(src), out)
     root = make_cityscapes(tmp_path / "cs", {"train": {"aachen": 2}, "val": {"ulm": 1}}, (64, 128))
     run = tmp_path / "run"
-    train(compose_cfg([
-        "experiment=cityscapes_ann", f"dataset.root={root}", f"output_dir={run}",
-        f"trainer.load_from={out}", "trainer.max_iters=1", "trainer.batch_size=2",
-        "trainer.num_workers=0", "evaluator.num_workers=0", "trainer.num_vis=1",
-        "dataset.crop_size=[64,64]", "dataset.scale=[128,64]",
-    ]))  # fmt: skip
+    train(
+        compose_cfg(
+            [
+                "experiment=cityscapes_ann",
+                f"dataset.root={root}",
+                f"output_dir={run}",
+                f"trainer.load_from={out}",
+                "trainer.max_iters=1",
+                "trainer.batch_size=2",
+                "trainer.num_workers=0",
+                "evaluator.num_workers=0",
+                "trainer.num_vis=1",
+                "dataset.crop_size=[64,64]",
+                "dataset.scale=[128,64]",
+            ]
+        )
+    )
     assert f"loaded weights from {out}" in (run / "train.log").read_text()
     assert json.loads((run / "metrics.json").read_text())["iteration"] == 1
 
@@ -193,8 +206,11 @@ def test_eval_tool_on_a_converted_mmseg_model(
 ) -> None:
     """tools/convert.py then tools/eval.py with the matching experiment, the
     evaluation size cut to CPU scale (the full-size run is marked slow)."""
-    overrides = ["experiment=cityscapes_ann", "dataset.scale=[256,128]",
-                 "dataset.crop_size=[96,96]"]  # fmt: skip
+    overrides = [
+        "experiment=cityscapes_ann",
+        "dataset.scale=[256,128]",
+        "dataset.crop_size=[96,96]",
+    ]
     _, run = convert_and_eval("mmseg", mmseg_file[1], tmp_path, (128, 256), overrides, 300)
     assert json.loads((run / "metrics.json").read_text())["mode"] == "whole"
 
@@ -209,12 +225,20 @@ def test_eval_and_infer_tools_on_a_converted_mmseg_model_at_full_size(
     1024x2048 inference of the R-50 model); then tools/infer.py on the images."""
     from PIL import Image
 
-    root, _ = convert_and_eval("mmseg", mmseg_file[1], tmp_path, (1024, 2048),
-                               ["experiment=cityscapes_ann"], 600)  # fmt: skip
+    root, _ = convert_and_eval(
+        "mmseg", mmseg_file[1], tmp_path, (1024, 2048), ["experiment=cityscapes_ann"], 600
+    )
     images = root / "leftImg8bit" / "val" / "ulm"
-    proc = run_tool("infer.py", ["experiment=cityscapes_ann", f"input={images}",
-                                 f"checkpoint={tmp_path / 'converted.pth'}",
-                                 f"output_dir={tmp_path / 'infer'}"], timeout=300)  # fmt: skip
+    proc = run_tool(
+        "infer.py",
+        [
+            "experiment=cityscapes_ann",
+            f"input={images}",
+            f"checkpoint={tmp_path / 'converted.pth'}",
+            f"output_dir={tmp_path / 'infer'}",
+        ],
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     masks = sorted((tmp_path / "infer" / "predictions" / "masks").glob("*.png"))
     assert len(masks) == 2 and Image.open(masks[0]).size == (2048, 1024)

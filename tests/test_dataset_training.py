@@ -19,10 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 ACCEPTANCE = [
-    "experiment=cityscapes_ann", "model=ann_r18", "trainer.max_iters=2", "trainer.batch_size=2",
-    "trainer.num_workers=0", "dataset.crop_size=[32,64]", "dataset.scale=[128,64]",
-    "evaluator.num_workers=0", "trainer.num_vis=1",
-]  # fmt: skip
+    "experiment=cityscapes_ann",
+    "model=ann_r18",
+    "trainer.max_iters=2",
+    "trainer.batch_size=2",
+    "trainer.num_workers=0",
+    "dataset.crop_size=[32,64]",
+    "dataset.scale=[128,64]",
+    "evaluator.num_workers=0",
+    "trainer.num_vis=1",
+]
 
 
 def _check_run(out: Path) -> None:
@@ -47,11 +53,19 @@ def test_train_tool_cityscapes_ann_on_tiny_tree(tmp_path: Path) -> None:
     root = make_cityscapes(tmp_path / "cs", {"train": {"aachen": 2}, "val": {"ulm": 1}}, (64, 128))
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools/train.py"), *ACCEPTANCE, f"dataset.root={root}",
-         f"output_dir={out}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "tools/train.py"),
+            *ACCEPTANCE,
+            f"dataset.root={root}",
+            f"output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_run(out)
 
@@ -75,11 +89,21 @@ def test_custom_example_experiment_trains(tmp_path: Path) -> None:
             )
             Image.fromarray(mask, mode="L").save(root / "masks" / split / f"im{i}.png")
     cfg = compose_cfg(
-        ["experiment=custom_example_ann", f"dataset.root={root}", "model=ann_r18",
-         "model.backbone.pretrained=null", "dataset.crop_size=[32,32]", "trainer.max_iters=2",
-         "trainer.batch_size=2", "trainer.num_workers=0", "evaluator.num_workers=0",
-         "trainer.num_vis=1", "scheduler.warmup_iters=0", f"output_dir={tmp_path / 'run'}"]
-    )  # fmt: skip
+        [
+            "experiment=custom_example_ann",
+            f"dataset.root={root}",
+            "model=ann_r18",
+            "model.backbone.pretrained=null",
+            "dataset.crop_size=[32,32]",
+            "trainer.max_iters=2",
+            "trainer.batch_size=2",
+            "trainer.num_workers=0",
+            "evaluator.num_workers=0",
+            "trainer.num_vis=1",
+            "scheduler.warmup_iters=0",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
     metrics = train(cfg)
     assert set(metrics["per_class"]) == {"background", "object"}
     assert metrics["num_images"] == 2

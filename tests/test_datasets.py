@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import prepare_cityscapes
+import prepare_voc_aug
 from ann.data.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataset
 from ann.data.cityscapes import (
     CITYSCAPES_CLASSES,
@@ -19,10 +20,6 @@ from ann.data.cityscapes import (
 from ann.data.transforms import EvalTransform
 from ann.data.voc import VOC_CLASSES, VOCDataset
 from trees import make_ade, make_cityscapes, make_sbd, make_voc, polygon_annotation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import prepare_cityscapes  # noqa: E402
-import prepare_voc_aug  # noqa: E402
 
 
 def _expected_train_ids(label_ids: np.ndarray) -> np.ndarray:
@@ -51,8 +48,10 @@ def test_cityscapes_lut_matches_cityscapesscripts() -> None:
 
 
 def test_cityscapes_split_lengths_and_mapping(tmp_path: Path) -> None:
-    root = make_cityscapes(tmp_path / "cs", {"train": {"aachen": 3, "bochum": 2},
-                                              "val": {"frankfurt": 2}, "test": {"berlin": 1}})  # fmt: skip
+    root = make_cityscapes(
+        tmp_path / "cs",
+        {"train": {"aachen": 3, "bochum": 2}, "val": {"frankfurt": 2}, "test": {"berlin": 1}},
+    )
     train, val = CityscapesDataset(root, "train"), CityscapesDataset(root, "val")
     test = CityscapesDataset(root, "test")
     assert (len(train), len(val), len(test)) == (5, 2, 1) and train.num_classes == 19

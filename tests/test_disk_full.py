@@ -225,8 +225,11 @@ def _mount_tmpfs(folder: Path, size_mb: int) -> str | None:
     folder.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(folder)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
 
 
@@ -251,7 +254,11 @@ def test_full_tmpfs_is_one_line_and_the_rerun_resumes(shapes_root: Path, tmp_pat
         )
         assert "a checkpoint needs 9" in line and "bytes), free there: " in line  # ~92 MiB
         assert f"{folder / 'last.pth'} (iteration 2) is intact" in line
-        assert sorted(p.name for p in folder.iterdir()) == ["best.pth", "iter_0000002.pth", "last.pth"]  # fmt: skip
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "best.pth",
+            "iter_0000002.pth",
+            "last.pth",
+        ]
 
         subprocess.run(["mount", "-o", "remount,size=400m", str(disk)], check=True, timeout=30)
         r = run_tool("train.py", overrides, timeout=240)

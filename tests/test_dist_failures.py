@@ -15,13 +15,22 @@ from helpers import TEST_CONFIGS, run_tool
 @pytest.mark.parametrize("how", ["exit", "stall"])
 def test_rank_that_exits_or_stalls_is_named(how: str, shapes_root: Path, tmp_path: Path) -> None:
     overrides = tiny_train_overrides(
-        shapes_root, tmp_path / "run", TEST_CONFIGS, "model=tiny_gn",
-        "trainer.max_iters=20", "trainer.val_interval=100", "trainer.ckpt_interval=100",
+        shapes_root,
+        tmp_path / "run",
+        TEST_CONFIGS,
+        "model=tiny_gn",
+        "trainer.max_iters=20",
+        "trainer.val_interval=100",
+        "trainer.ckpt_interval=100",
         "trainer.dist_timeout_min=0.1",  # 6 s
-        "dataset.train._target_=faulty.FaultyShapes", f"+dataset.train.counter={tmp_path / 'n'}",
-        "+dataset.train.die_on=7", f"+dataset.train.how={how}", "+dataset.train.rank=1",
-        "+dataset.train.stall_s=15", "+dataset.train.workers_only=false",
-    )  # fmt: skip
+        "dataset.train._target_=faulty.FaultyShapes",
+        f"+dataset.train.counter={tmp_path / 'n'}",
+        "+dataset.train.die_on=7",
+        f"+dataset.train.how={how}",
+        "+dataset.train.rank=1",
+        "+dataset.train.stall_s=15",
+        "+dataset.train.workers_only=false",
+    )
     start = time.monotonic()
     r = run_tool("train.py", overrides, nproc=2, timeout=120)
     assert r.returncode != 0

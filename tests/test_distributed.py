@@ -110,9 +110,15 @@ def test_submitit_local_two_tasks_match_torchrun(
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the [cluster] extra
     sweep = tmp_path / "sweep"
     overrides = tiny_train_overrides(shapes_root, tmp_path / "unused")
-    launcher = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.nodes=1",
-                "hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0",
-                "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    launcher = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.nodes=1",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep}",
+    ]
     # -m runs a sweep: output_dir comes from the sweep directory, not the override.
     result = run_tool("train.py", [*launcher, *[o for o in overrides if "output_dir" not in o]])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -182,7 +182,7 @@ def test_every_hydra_command_line_composes() -> None:
                     cfg = compose(config_name=config, overrides=job)
                     OmegaConf.to_container(cfg, resolve=True)
                     check_config(cfg, CHECKED_GROUPS.get(config, BASE_GROUPS))
-            except Exception as e:  # noqa: BLE001 - every failure is reported
+            except Exception as e:  # every failure is reported
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 failures.append(f"{snippet.where}: {type(e).__name__}: {first}\n  {snippet.text}")
     assert not failures, "\n".join(failures)
@@ -303,7 +303,7 @@ def test_python_snippet_runs(
     the checkout (outputs/, data/)."""
     monkeypatch.chdir(tmp_path)
     code = compile(block.text, block.where, "exec")
-    exec(code, {"__name__": "__docs__"})  # noqa: S102 - the docs' own code
+    exec(code, {"__name__": "__docs__"})  # the docs' own code
 
 
 def test_no_doc_cites_a_file_outside_the_repository() -> None:

@@ -220,7 +220,12 @@ def test_dry_run_installs_and_imports_from_the_target_folder(
     local_wheels: Path, tmp_path: Path
 ) -> None:
     site, out = tmp_path / "site", tmp_path / "out"
-    r = _run(str(out), "--dry-run", "--skip-bench", env={"GPU_WHEELS": str(local_wheels), "GPU_SITE": str(site)})  # fmt: skip
+    r = _run(
+        str(out),
+        "--dry-run",
+        "--skip-bench",
+        env={"GPU_WHEELS": str(local_wheels), "GPU_SITE": str(site)},
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = _summary(out)
     assert summary["ok"] and summary["dry_run"]
@@ -245,8 +250,11 @@ def test_make_gpu_wheels_then_dry_run(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     r = subprocess.run(
         ["make", "-s", "gpu-wheels", f"GPU_WHEELS={wheels}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     names = sorted(p.name for p in wheels.glob("*.whl"))
     assert len(names) == len(PINS), names

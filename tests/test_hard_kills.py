@@ -22,8 +22,12 @@ from helpers import ROOT, run_tool, tool_env
 # The small ANN (ResNet-18): its checkpoints (~130 MB with optimizer state)
 # take long enough to write that a kill can land inside a save.
 MAX_ITERS = 30
-EXTRA = [f"trainer.max_iters={MAX_ITERS}", "trainer.val_interval=10", "trainer.ckpt_interval=1",
-         "trainer.keep_last=2"]  # fmt: skip
+EXTRA = [
+    f"trainer.max_iters={MAX_ITERS}",
+    "trainer.val_interval=10",
+    "trainer.ckpt_interval=1",
+    "trainer.keep_last=2",
+]
 
 
 def _temp_files(ckpt_dir: Path) -> list[Path]:
@@ -42,9 +46,13 @@ def _kill_once(cmd: list[str], run: Path, rng: random.Random, in_save: bool) -> 
     ckpt_dir, log = run / "checkpoints", run / "train.log"
     seen = len(_logged_iterations(log))
     proc = subprocess.Popen(
-        cmd, env=tool_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cmd,
+        env=tool_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     before = {p.name for p in _temp_files(ckpt_dir)}
     deadline = time.monotonic() + 120
     mid_save = False
@@ -77,7 +85,11 @@ def test_sigkill_ten_times_then_same_weights(shapes_root: Path, tmp_path: Path) 
 
     run = tmp_path / "run"
     ckpt_dir = run / "checkpoints"
-    cmd = [sys.executable, str(ROOT / "tools/train.py"), *tiny_train_overrides(shapes_root, run, *EXTRA)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools/train.py"),
+        *tiny_train_overrides(shapes_root, run, *EXTRA),
+    ]
     rng = random.Random(0)
     mid_saves, iterations = 0, []
     for k in range(10):

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import prepare_pascal_context
 from ann.data import rle
 from ann.data.pascal_context import (
     CONTEXT60_CLASSES,
@@ -22,11 +22,8 @@ from ann.data.pascal_context import (
     label_id_lut,
 )
 from ann.errors import DataError
-from helpers import ROOT, run_tool
+from helpers import run_tool
 from trees import CONTEXT_59_NAMES, CONTEXT_LABELS, make_pascal_context, rle_encode
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import prepare_pascal_context  # noqa: E402
 
 TRAIN, VAL = ["2008_000002", "2008_000003", "2010_000005"], ["2008_000008", "2009_000011"]
 
@@ -72,8 +69,13 @@ def test_rle_decode_round_trip_and_errors() -> None:
         np.testing.assert_array_equal(rle.decode(rle_encode(mask)), mask)
     uncompressed = {"size": [2, 3], "counts": [1, 2, 3]}  # column-major, zeros first
     np.testing.assert_array_equal(rle.decode(uncompressed), [[0, 1, 0], [1, 0, 0]])
-    for bad in [{"size": [2, 3], "counts": [1, 2]}, {"size": [2, 3], "counts": "0Z"},
-                {"size": [2, 3], "counts": "1o"}, [[0.0, 1.0, 2.0, 2.0]], {"counts": "3"}]:  # fmt: skip
+    for bad in [
+        {"size": [2, 3], "counts": [1, 2]},
+        {"size": [2, 3], "counts": "0Z"},
+        {"size": [2, 3], "counts": "1o"},
+        [[0.0, 1.0, 2.0, 2.0]],
+        {"counts": "3"},
+    ]:
         with pytest.raises(rle.RLEError):
             rle.decode(bad)
 
@@ -116,12 +118,15 @@ BAD_INPUTS = {
     "no VOC2010": ("voc", "dataset.root: {root}/nowhere does not exist"),
     "no json": ("json-missing", "{root}/missing.json does not exist"),
     "truncated json": ("json-truncated", "{root}/trainval_merged.json: not a readable JSON file"),
-    "coco json": ("json-keys", "{root}/trainval_merged.json: no 'annos_segmentation', 'categories' key"),
+    "coco json": (
+        "json-keys",
+        "{root}/trainval_merged.json: no 'annos_segmentation', 'categories' key",
+    ),
     "image missing": ("jpeg", "1 image(s) listed in {root}/trainval_merged.json are missing from"),
     "polygon": ("polygon", "2008_000002.jpg: malformed segmentation in the annotations"),
     "unknown category": ("category", "annos_segmentation[0]: category_id 999 is not one of"),
     "wrong size": ("size", "2008_000008.jpg: size 63x45 differs from the annotations' 63x46"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -166,16 +171,27 @@ def test_recipe_trains_and_evaluates(prepared, tmp_path: Path) -> None:
     model) -> tools/eval.py with the recipe's 14-pass multi-scale + flip test."""
     root, _ = prepared
     common = [
-        "experiment=pascal_context_ann", f"dataset.root={root}", "model=ann_r18",
-        "dataset.crop_size=[32,32]", "dataset.scale=[96,64]", "evaluator.num_workers=0",
-    ]  # fmt: skip
+        "experiment=pascal_context_ann",
+        f"dataset.root={root}",
+        "model=ann_r18",
+        "dataset.crop_size=[32,32]",
+        "dataset.scale=[96,64]",
+        "evaluator.num_workers=0",
+    ]
     run = tmp_path / "run"
     r = run_tool(
         "train.py",
-        [*common, f"output_dir={run}", "trainer.max_iters=2", "trainer.batch_size=2",
-         "trainer.num_workers=0", "trainer.num_vis=1", "model.loss.min_kept=100",
-         "evaluator=whole"],
-    )  # fmt: skip
+        [
+            *common,
+            f"output_dir={run}",
+            "trainer.max_iters=2",
+            "trainer.batch_size=2",
+            "trainer.num_workers=0",
+            "trainer.num_vis=1",
+            "model.loss.min_kept=100",
+            "evaluator=whole",
+        ],
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["iteration"] == 2 and list(metrics["per_class"]) == list(CONTEXT_CLASSES)
@@ -191,9 +207,11 @@ def test_recipe_trains_and_evaluates(prepared, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("experiment", "classes"),
-    [("pascal_context_ann_r50_40k", CONTEXT_CLASSES),
-     ("pascal_context_60_ann_r50_80k", CONTEXT60_CLASSES)],
-)  # fmt: skip
+    [
+        ("pascal_context_ann_r50_40k", CONTEXT_CLASSES),
+        ("pascal_context_60_ann_r50_80k", CONTEXT60_CLASSES),
+    ],
+)
 def test_r50_recipes_load_their_classes(prepared, experiment: str, classes: tuple) -> None:
     """The mmsegmentation-style recipes build a model and both splits of their class count."""
     from hydra.utils import instantiate

@@ -146,16 +146,24 @@ def test_photometric_distortion_equals_mmseg_pixel_for_pixel() -> None:
         np.random.seed(seed)
         draws = ref.NumpyDraws()
         d = ref.ReplayDraws(
-            ratio=1.0, offsets=[], flip_=False,
-            brightness_=draws.brightness(32), contrast_mode_=draws.contrast_mode(),
-            contrast_=draws.contrast(0.5, 1.5), saturation_=draws.saturation(0.5, 1.5),
+            ratio=1.0,
+            offsets=[],
+            flip_=False,
+            brightness_=draws.brightness(32),
+            contrast_mode_=draws.contrast_mode(),
+            contrast_=draws.contrast(0.5, 1.5),
+            saturation_=draws.saturation(0.5, 1.5),
             hue_=draws.hue(18),
-        )  # fmt: skip
+        )
         want = ref.photo_metric_distortion(np.ascontiguousarray(rgb[..., ::-1]), d)[..., ::-1]
         got = op.apply(
-            rgb, beta=d.brightness_, alpha=d.contrast_, contrast_first=d.contrast_mode_ == 1,
-            sat=d.saturation_, hue=d.hue_,
-        )  # fmt: skip
+            rgb,
+            beta=d.brightness_,
+            alpha=d.contrast_,
+            contrast_first=d.contrast_mode_ == 1,
+            sat=d.saturation_,
+            hue=d.hue_,
+        )
         np.testing.assert_array_equal(got, want, err_msg=str(d))
         seen.add((d.saturation_ is not None, d.hue_ is not None, d.contrast_mode_))
     assert len(seen) == 8  # every combination of the colour steps and contrast position
@@ -198,9 +206,15 @@ def test_train_pipeline_matches_mmseg_many_draws(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("size", "scale"),
-    [((1024, 2048), (2048, 1024)), ((512, 683), (2048, 512)), ((397, 511), (2048, 512)),
-     ((375, 500), (2048, 512)), ((333, 1001), (2048, 512)), ((375, 500), (1040, 520))],
-)  # fmt: skip
+    [
+        ((1024, 2048), (2048, 1024)),
+        ((512, 683), (2048, 512)),
+        ((397, 511), (2048, 512)),
+        ((375, 500), (2048, 512)),
+        ((333, 1001), (2048, 512)),
+        ((375, 500), (1040, 520)),
+    ],
+)
 def test_eval_resize_equals_mmseg(size: tuple[int, int], scale: tuple[int, int]) -> None:
     """Test-time Resize(scale, keep_ratio=True): same size, same pixels."""
     rgb = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)

@@ -114,8 +114,14 @@ def test_v1c_for_other_depths_and_stems_is_one_line(hub: Hub) -> None:
 
 
 def test_reference_recipes_start_from_v1c() -> None:
-    for experiment in ("cityscapes_ann", "cityscapes_ann_r101_769", "ade20k_ann",
-                       "ade20k_ann_r101", "voc_aug_ann", "voc_aug_ann_r101"):  # fmt: skip
+    for experiment in (
+        "cityscapes_ann",
+        "cityscapes_ann_r101_769",
+        "ade20k_ann",
+        "ade20k_ann_r101",
+        "voc_aug_ann",
+        "voc_aug_ann_r101",
+    ):
         cfg = compose_cfg([f"experiment={experiment}"])
         assert cfg.model.backbone.pretrained == "v1c", experiment
         assert cfg.model.backbone.depth in pretrained.V1C_URLS
@@ -127,9 +133,13 @@ def _cityscapes(tmp_path: Path, out: Path) -> list[str]:
     if not root.is_dir():
         make_cityscapes(root, {"train": {"aachen": 2}, "val": {"ulm": 1}}, (64, 128))
     return [
-        "experiment=cityscapes_ann", f"dataset.root={root}", f"output_dir={out}",
-        "dataset.crop_size=[64,64]", "dataset.scale=[128,64]", "evaluator.num_workers=0",
-    ]  # fmt: skip
+        "experiment=cityscapes_ann",
+        f"dataset.root={root}",
+        f"output_dir={out}",
+        "dataset.crop_size=[64,64]",
+        "dataset.scale=[128,64]",
+        "evaluator.num_workers=0",
+    ]
 
 
 TRAIN = ["trainer.batch_size=2", "trainer.num_workers=0", "trainer.num_vis=1"]
@@ -154,8 +164,16 @@ def test_restoring_paths_never_fetch(hub: Hub, tmp_path: Path) -> None:
     assert "resumed from" in (run / "train.log").read_text()
     ckpt = run / "checkpoints" / "last.pth"
     tuned = tmp_path / "tuned"
-    train(compose_cfg([*_cityscapes(tmp_path, tuned), *TRAIN, "trainer.max_iters=1",
-                       f"trainer.load_from={ckpt}"]))  # fmt: skip
+    train(
+        compose_cfg(
+            [
+                *_cityscapes(tmp_path, tuned),
+                *TRAIN,
+                "trainer.max_iters=1",
+                f"trainer.load_from={ckpt}",
+            ]
+        )
+    )
     assert "loaded weights from" in (tuned / "train.log").read_text()
     eval_cfg = compose_cfg(
         [*_cityscapes(tmp_path, tmp_path / "eval"), f"checkpoint={ckpt}"], "eval"
@@ -183,8 +201,14 @@ def test_train_tool_offline_stops_at_once_then_trains_from_the_placed_file(
     the cache path; with the V1c file placed there, training starts from it."""
     torch_home = tmp_path / "torch"
     # A proxy on a closed port: urllib fails at once, as with no network at all.
-    env = {**tool_env(), "TORCH_HOME": str(torch_home), "https_proxy": "http://127.0.0.1:9",
-           "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}  # fmt: skip
+    env = {
+        **tool_env(),
+        "TORCH_HOME": str(torch_home),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "no_proxy": "",
+        "NO_PROXY": "",
+    }
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "tools/train.py"), *_cityscapes(tmp_path, out), *TRAIN]
     proc = run_bounded([*cmd, "trainer.max_iters=1"], 120, env)

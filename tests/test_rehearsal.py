@@ -42,9 +42,14 @@ def _train_and_resume(overrides: list[str], run: Path) -> None:
     # Its own process group, so that a hang is killed with its DataLoader
     # workers (which would otherwise hold stderr open).
     proc = subprocess.Popen(
-        cmd, env=tool_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        cmd,
+        env=tool_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     log = run / "train.log"
     deadline = time.monotonic() + TRAIN_BOUND_S
     try:
@@ -102,9 +107,10 @@ def _eval(common: list[str], run: Path, out: Path, *options: str) -> dict:
     """tools/eval.py on the run's best.pth with evaluator ``options``; its metrics.json."""
     ckpt = run / "checkpoints/best.pth"
     r = run_tool(
-        "eval.py", [*common[:3], f"checkpoint={ckpt}", f"output_dir={out}", *options],
+        "eval.py",
+        [*common[:3], f"checkpoint={ckpt}", f"output_dir={out}", *options],
         timeout=EVAL_BOUND_S,
-    )  # fmt: skip
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
 
@@ -140,9 +146,14 @@ def test_cityscapes_full_resolution(tmp_path: Path) -> None:
 
     out = tmp_path / "eval"
     metrics = _eval(
-        common, run, out, "evaluator=slide", "evaluator.scales=[0.5,0.75]",
-        "evaluator.flip=true", "evaluator.save_predictions=cityscapes",
-    )  # fmt: skip
+        common,
+        run,
+        out,
+        "evaluator=slide",
+        "evaluator.scales=[0.5,0.75]",
+        "evaluator.flip=true",
+        "evaluator.save_predictions=cityscapes",
+    )
     assert metrics["num_images"] == 1 and metrics["mode"] == "slide" and metrics["flip"]
     assert metrics["scales"] == [0.5, 0.75]
     preds = sorted((out / "predictions").rglob("*.png"))
@@ -221,10 +232,16 @@ def test_pascal_context_real_sizes(tmp_path: Path) -> None:
     out = tmp_path / "i"
     r = run_tool(
         "infer.py",
-        [*common[:3], f"checkpoint={run / 'checkpoints/last.pth'}", f"input={voc / 'JPEGImages'}",
-         f"output_dir={out}", "evaluator.scales=[1.0]", "evaluator.flip=false"],
+        [
+            *common[:3],
+            f"checkpoint={run / 'checkpoints/last.pth'}",
+            f"input={voc / 'JPEGImages'}",
+            f"output_dir={out}",
+            "evaluator.scales=[1.0]",
+            "evaluator.flip=false",
+        ],
         timeout=INFER_BOUND_S,
-    )  # fmt: skip
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     masks = sorted((out / "predictions" / "masks").rglob("*.png"))
     by_name = dict(zip([*train, *val], sizes, strict=True))

@@ -34,9 +34,27 @@ from trees import make_cityscapes
 
 STEPS = 3
 TOL = 1e-9
-CITYSCAPES_WEIGHTS = [0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786,
-                      1.0023, 0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529,
-                      1.0507]  # fmt: skip
+CITYSCAPES_WEIGHTS = [
+    0.8373,
+    0.918,
+    0.866,
+    1.0345,
+    1.0166,
+    0.9969,
+    0.9754,
+    1.0489,
+    0.8786,
+    1.0023,
+    0.9539,
+    0.9843,
+    1.1116,
+    0.9037,
+    1.0865,
+    1.0955,
+    1.0865,
+    1.1529,
+    1.0507,
+]
 OFFICIAL = ("cityscapes_ann_official", "pascal_context_ann")
 
 
@@ -101,12 +119,20 @@ def build_trainer(experiment: str, weights: Path, tmp: Path, overrides: list[str
     tests/reference/stub.py."""
     root = make_cityscapes(tmp / "cs", {"train": {"aachen": 2}, "val": {"ulm": 1}}, (64, 128))
     tiny = "tiny" in overrides
-    cfg = compose_cfg([
-        f"experiment={experiment}", f"dataset.root={root}", f"output_dir={tmp / 'run'}",
-        f"trainer.load_from={weights}", "trainer.num_workers=0", "evaluator.num_workers=0",
-        "dataset.crop_size=[64,64]", "dataset.scale=[128,64]", "trainer.resume=false",
-        *[o for o in overrides if o != "tiny"],
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            f"experiment={experiment}",
+            f"dataset.root={root}",
+            f"output_dir={tmp / 'run'}",
+            f"trainer.load_from={weights}",
+            "trainer.num_workers=0",
+            "evaluator.num_workers=0",
+            "dataset.crop_size=[64,64]",
+            "dataset.scale=[128,64]",
+            "trainer.resume=false",
+            *[o for o in overrides if o != "tiny"],
+        ]
+    )
     if tiny:
         cfg.model.backbone = OmegaConf.create({"_target_": "reference.stub.TinyBackbone"})
     trainer = Trainer(cfg)

@@ -38,9 +38,12 @@ def _pattern(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(
     ("size", "crop", "scale", "ratio"),
-    [((90, 121), (48, 64), None, (0.5, 2.0)), ((97, 203), (64, 128), (256, 128), (0.5, 2.0)),
-     ((41, 53), (64, 64), None, (0.5, 1.2))],
-)  # fmt: skip
+    [
+        ((90, 121), (48, 64), None, (0.5, 2.0)),
+        ((97, 203), (64, 128), (256, 128), (0.5, 2.0)),
+        ((41, 53), (64, 64), None, (0.5, 1.2)),
+    ],
+)
 def test_image_and_mask_stay_aligned(size, crop, scale, ratio) -> None:
     """Every transform on (rescale, cat_max_ratio crop, pad, flip, photometric):
     the mask derived from the image still matches the transformed image."""

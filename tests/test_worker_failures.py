@@ -68,10 +68,16 @@ def _intact_iteration(line: str, run: Path) -> int:
 def test_train_worker_segfault(shapes_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = tiny_train_overrides(
-        shapes_root, run, TEST_CONFIGS, "model=tiny_gn", "trainer.num_workers=1",
-        "trainer.max_iters=8", "trainer.val_interval=100", "trainer.ckpt_interval=2",
+        shapes_root,
+        run,
+        TEST_CONFIGS,
+        "model=tiny_gn",
+        "trainer.num_workers=1",
+        "trainer.max_iters=8",
+        "trainer.val_interval=100",
+        "trainer.ckpt_interval=2",
         *_faulty("train", tmp_path / "count", 11, "SIGSEGV"),
-    )  # fmt: skip
+    )
     line = _failure("train.py", overrides)
     assert line.startswith("error: train loader: DataLoader worker (pid"), line
     assert "SIGSEGV" in line and "image decoder" in line and "trainer.num_workers=0" in line
@@ -83,9 +89,13 @@ def test_val_worker_killed_at_the_second_validation(shapes_root: Path, tmp_path:
     run = tmp_path / "run"
     # 6 val images: the first validation reads items 1-6, the second dies on item 8.
     overrides = tiny_train_overrides(
-        shapes_root, run, TEST_CONFIGS, "model=tiny_gn", "evaluator.num_workers=1",
+        shapes_root,
+        run,
+        TEST_CONFIGS,
+        "model=tiny_gn",
+        "evaluator.num_workers=1",
         *_faulty("val", tmp_path / "count", 8, "SIGKILL"),
-    )  # fmt: skip
+    )
     line = _failure("train.py", overrides)
     assert line.startswith("error: val loader: DataLoader worker (pid"), line
     assert "SIGKILL" in line and "out of memory" in line and "evaluator.num_workers=0" in line
@@ -101,9 +111,12 @@ def test_eval_worker_killed(shapes_root: Path, tmp_path: Path) -> None:
     r = run_tool("train.py", tiny_train_overrides(shapes_root, run, "trainer.max_iters=2"))
     assert r.returncode == 0, r.stderr[-3000:]
     overrides = checkpoint_overrides(
-        shapes_root, run / "checkpoints/last.pth", tmp_path / "eval", "evaluator.num_workers=2",
+        shapes_root,
+        run / "checkpoints/last.pth",
+        tmp_path / "eval",
+        "evaluator.num_workers=2",
         *_faulty("val", tmp_path / "count", 3, "SIGKILL"),
-    )  # fmt: skip
+    )
     line = _failure("eval.py", overrides)
     assert line.startswith("error: eval loader: DataLoader worker (pid"), line
     assert not (tmp_path / "eval" / "metrics.json").exists()
@@ -112,13 +125,18 @@ def test_eval_worker_killed(shapes_root: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("DataLoader worker (pid 12) is killed by signal: Bus error. It is possible that "
-         "dataloader's workers are out of shared memory.", "SIGBUS: shared memory"),
+        (
+            "DataLoader worker (pid 12) is killed by signal: Bus error. It is possible that "
+            "dataloader's workers are out of shared memory.",
+            "SIGBUS: shared memory",
+        ),
         ("DataLoader worker (pid(s) 12, 13) exited unexpectedly", "exited unexpectedly: it exited"),
-        ("DataLoader worker (pid 12) exited unexpectedly with exit code 1. Details are lost",
-         "exit code 1: it exited"),
+        (
+            "DataLoader worker (pid 12) exited unexpectedly with exit code 1. Details are lost",
+            "exit code 1: it exited",
+        ),
     ],
-)  # fmt: skip
+)
 def test_worker_death_messages(message: str, expected: str) -> None:
     line = describe_worker_death(RuntimeError(message), "train", "trainer.num_workers")
     assert line is not None and expected in line and "\n" not in line

@@ -150,13 +150,19 @@ def polygon_annotation(path: Path, h: int, w: int) -> Path:
     """A cityscapesscripts polygons JSON with a few labelled regions."""
     objects = [
         {"label": "road", "polygon": [[0, h // 2], [w - 1, h // 2], [w - 1, h - 1], [0, h - 1]]},
-        {"label": "sidewalk", "polygon": [[0, h // 3], [w // 2, h // 3], [w // 2, h // 2], [0, h // 2]]},
+        {
+            "label": "sidewalk",
+            "polygon": [[0, h // 3], [w // 2, h // 3], [w // 2, h // 2], [0, h // 2]],
+        },
         {"label": "car", "polygon": [[5, 5], [40, 5], [40, 30], [5, 30]]},
         {"label": "license plate", "polygon": [[10, 20], [20, 20], [20, 25], [10, 25]]},
         {"label": "guard rail", "polygon": [[60, 2], [90, 2], [90, 12], [60, 12]]},
-        {"label": "ego vehicle", "polygon": [[0, h - 8], [w - 1, h - 8], [w - 1, h - 1], [0, h - 1]]},
+        {
+            "label": "ego vehicle",
+            "polygon": [[0, h - 8], [w - 1, h - 8], [w - 1, h - 1], [0, h - 1]],
+        },
         {"label": "cargroup", "polygon": [[95, 20], [120, 20], [120, 30], [95, 30]]},
-    ]  # fmt: skip
+    ]
     path.write_text(json.dumps({"imgHeight": h, "imgWidth": w, "objects": objects}))
     return path
 
@@ -164,28 +170,133 @@ def polygon_annotation(path: Path, h: int, w: int) -> Path:
 # Category ids and names of PASCAL Context's 459 labels (its labels.txt, the
 # "categories" of the Detail JSON): the 59 benchmark classes and five others.
 CONTEXT_LABELS = {
-    2: "aeroplane", 9: "bag", 18: "bed", 19: "bedclothes", 22: "bench", 23: "bicycle",
-    25: "bird", 31: "boat", 33: "book", 34: "bottle", 44: "building", 45: "bus", 46: "cabinet",
-    59: "car", 65: "cat", 68: "ceiling", 72: "chair", 80: "cloth", 85: "computer", 98: "cow",
-    104: "cup", 105: "curtain", 113: "dog", 115: "door", 144: "fence", 158: "floor",
-    159: "flower", 162: "food", 187: "grass", 189: "ground", 207: "horse", 220: "keyboard",
-    232: "light", 258: "motorbike", 259: "mountain", 260: "mouse", 284: "person", 295: "plate",
-    296: "platform", 308: "pottedplant", 324: "road", 326: "rock", 347: "sheep", 349: "shelves",
-    354: "sidewalk", 355: "sign", 360: "sky", 366: "snow", 368: "sofa", 397: "table",
-    415: "track", 416: "train", 420: "tree", 424: "truck", 427: "tvmonitor", 440: "wall",
-    445: "water", 454: "window", 458: "wood",
-    1: "accordion", 3: "air conditioner", 17: "bathtub", 88: "container", 459: "wool",
-}  # fmt: skip
+    2: "aeroplane",
+    9: "bag",
+    18: "bed",
+    19: "bedclothes",
+    22: "bench",
+    23: "bicycle",
+    25: "bird",
+    31: "boat",
+    33: "book",
+    34: "bottle",
+    44: "building",
+    45: "bus",
+    46: "cabinet",
+    59: "car",
+    65: "cat",
+    68: "ceiling",
+    72: "chair",
+    80: "cloth",
+    85: "computer",
+    98: "cow",
+    104: "cup",
+    105: "curtain",
+    113: "dog",
+    115: "door",
+    144: "fence",
+    158: "floor",
+    159: "flower",
+    162: "food",
+    187: "grass",
+    189: "ground",
+    207: "horse",
+    220: "keyboard",
+    232: "light",
+    258: "motorbike",
+    259: "mountain",
+    260: "mouse",
+    284: "person",
+    295: "plate",
+    296: "platform",
+    308: "pottedplant",
+    324: "road",
+    326: "rock",
+    347: "sheep",
+    349: "shelves",
+    354: "sidewalk",
+    355: "sign",
+    360: "sky",
+    366: "snow",
+    368: "sofa",
+    397: "table",
+    415: "track",
+    416: "train",
+    420: "tree",
+    424: "truck",
+    427: "tvmonitor",
+    440: "wall",
+    445: "water",
+    454: "window",
+    458: "wood",
+    1: "accordion",
+    3: "air conditioner",
+    17: "bathtub",
+    88: "container",
+    459: "wool",
+}
 # The 59 classes of the benchmark by name (the VOC 20 first, as papers list them).
 CONTEXT_59_NAMES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "table", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "cloth",
-    "computer", "cup", "door", "fence", "floor", "flower", "food", "grass", "ground",
-    "keyboard", "light", "mountain", "mouse", "curtain", "platform", "sign", "plate", "road",
-    "rock", "shelves", "sidewalk", "sky", "snow", "bedclothes", "track", "tree", "truck",
-    "wall", "water", "window", "wood",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "table",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+    "bag",
+    "bed",
+    "bench",
+    "book",
+    "building",
+    "cabinet",
+    "ceiling",
+    "cloth",
+    "computer",
+    "cup",
+    "door",
+    "fence",
+    "floor",
+    "flower",
+    "food",
+    "grass",
+    "ground",
+    "keyboard",
+    "light",
+    "mountain",
+    "mouse",
+    "curtain",
+    "platform",
+    "sign",
+    "plate",
+    "road",
+    "rock",
+    "shelves",
+    "sidewalk",
+    "sky",
+    "snow",
+    "bedclothes",
+    "track",
+    "tree",
+    "truck",
+    "wall",
+    "water",
+    "window",
+    "wood",
+)
 
 
 def rle_encode(mask: np.ndarray) -> dict:
@@ -234,8 +345,16 @@ def make_pascal_context(
         Image.fromarray(_image(rng, h, w)).save(voc / "JPEGImages" / f"{name}.jpg")
         image_id = int(name.replace("_", ""))  # how the Detail API reads names
         phase = "train" if name in train else "val"
-        images.append({"image_id": image_id, "file_name": f"{name}.jpg", "height": h,
-                       "width": w, "phase": phase, "date_captured": "2010-05-03"})  # fmt: skip
+        images.append(
+            {
+                "image_id": image_id,
+                "file_name": f"{name}.jpg",
+                "height": h,
+                "width": w,
+                "phase": phase,
+                "date_captured": "2010-05-03",
+            }
+        )
         ids = np.zeros((h, w), np.int64)
         for k in range(5):
             cat = label_ids[(7 * i + 13 * k) % len(label_ids)]
@@ -244,24 +363,46 @@ def make_pascal_context(
             mask[top : top + int(rng.integers(4, h)), left : left + int(rng.integers(4, w))] = True
             ids[mask] = cat
             ys, xs = np.nonzero(mask)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                "segmentation": rle_encode(mask), "area": int(mask.sum()), "iscrowd": 0,
-                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
-                "parts": [],
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "segmentation": rle_encode(mask),
+                    "area": int(mask.sum()),
+                    "iscrowd": 0,
+                    "bbox": [
+                        int(xs.min()),
+                        int(ys.min()),
+                        int(np.ptp(xs)) + 1,
+                        int(np.ptp(ys)) + 1,
+                    ],
+                    "parts": [],
+                }
+            )
         painted[name] = ids
-    images.append({"image_id": 2010999999, "file_name": "2010_999999.jpg", "height": 30,
-                   "width": 40, "phase": "test"})  # fmt: skip
+    images.append(
+        {
+            "image_id": 2010999999,
+            "file_name": "2010_999999.jpg",
+            "height": 30,
+            "width": 40,
+            "phase": "test",
+        }
+    )
     categories = [
         {"category_id": c, "name": n, "supercategory": "object", "onlysemantic": False, "parts": []}
         for c, n in sorted(CONTEXT_LABELS.items())
     ]
     data = {
-        "info": {"description": "tiny PASCAL in Detail tree"}, "images": images,
-        "annos_segmentation": annotations, "categories": categories, "parts": [],
-        "annos_occlusion": [], "annos_boundary": [],
-    }  # fmt: skip
+        "info": {"description": "tiny PASCAL in Detail tree"},
+        "images": images,
+        "annos_segmentation": annotations,
+        "categories": categories,
+        "parts": [],
+        "annos_occlusion": [],
+        "annos_boundary": [],
+    }
     json_path = root / "trainval_merged.json"
     json_path.write_text(json.dumps(data))
     return voc, json_path, painted

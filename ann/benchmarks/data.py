@@ -1,121 +1,79 @@
-"""Training-pipeline throughput: ours (albumentations + OpenCV, fused
-rescale-crop) against an equivalent torchvision.transforms.v2 pipeline.
+"""python tools/benchmark.py data [--samples N] [--threads T] [--size W H]
+python tools/benchmark.py data --loader [--workers W] [--samples N] [--loaders L]
 
-    python tools/benchmark.py data [--samples N] [--threads T] [--size W H]
-    python tools/benchmark.py data --loader [--workers W] [--samples N] [--loaders L]
-
-Both run the full Cityscapes training augmentation of DESIGN §3 (random
-keep-ratio rescale 0.5–2.0 of 2048×1024, 512×1024 crop with cat_max_ratio
-0.75, flip, photometric distortion, normalise, pad) on the same in-memory
-2048×1024 images and labels, one sample at a time in this process, with
-``T`` threads (default 1, as in a DataLoader worker): images/s per worker.
-File decoding is left out, being the same for both.
+Training-pipeline throughput: ours (albumentations + OpenCV, fused
+rescale-crop) against the same Cityscapes augmentation in torchvision v2, on
+the same in-memory street-like images, one sample at a time with T threads
+(default 1, as in a DataLoader worker). ``--loader``: DataLoader worker start
+methods (fork server, fork, spawn), each in its own process over the same
+PNGs: seconds from a new loader to its first batch, and W workers' images/s.
 """
 
 from __future__ import annotations
 
-import argparse
+import multiprocessing
 import random
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
+from ann.benchmarks import harness
 from ann.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, rescale_size
+
+METHODS = ("fork", "forkserver", "spawn")
+CROP, SCALE, RATIOS, CAT_MAX = (512, 1024), (2048, 1024), (0.5, 2.0), 0.75
 
 
 class TorchvisionTrainTransform:
-    """The same augmentation written with torchvision.transforms.v2 on uint8
-    tensors, the way it is usually written: resize the whole image, then crop.
+    """The Cityscapes augmentation in torchvision.transforms.v2 on uint8 tensors,
+    as it is usually written (resize the whole image, then crop): (H, W, 3)
+    uint8, (H, W) uint8 -> (3, 512, 1024) float32, (512, 1024) int64."""
 
-    (H, W, 3) uint8, (H, W) uint8 -> (3, *crop) float32, crop int64.
-    """
+    def __init__(self, ignore_index: int = 255) -> None:
+        from torchvision.transforms import v2
 
-    def __init__(
-        self,
-        crop_size: tuple[int, int] = (512, 1024),
-        scale: tuple[int, int] = (2048, 1024),
-        ratio_range: tuple[float, float] = (0.5, 2.0),
-        cat_max_ratio: float = 0.75,
-        ignore_index: int = 255,
-    ) -> None:
-        self.crop_size, self.scale, self.ratio_range = crop_size, scale, ratio_range
-        self.cat_max_ratio, self.ignore_index = cat_max_ratio, ignore_index
+        self.ignore_index = ignore_index
+        jitter = [{"brightness": 32 / 255}, {"contrast": 0.5}, {"saturation": 0.5}, {"hue": 0.1}]
         # mmsegmentation's photometric steps, each with probability 0.5.
-        self.photometric = v2.Compose(
-            [
-                v2.RandomApply([v2.ColorJitter(brightness=32 / 255)], p=0.5),
-                v2.RandomApply([v2.ColorJitter(contrast=0.5)], p=0.5),
-                v2.RandomApply([v2.ColorJitter(saturation=0.5)], p=0.5),
-                v2.RandomApply([v2.ColorJitter(hue=18 / 180)], p=0.5),
-            ]
-        )
+        self.photometric = v2.Compose([v2.RandomApply([v2.ColorJitter(**j)]) for j in jitter])
         self.normalize = v2.Compose(
             [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         )
 
-    def __call__(
-        self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int | None = None) -> tuple:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
         rng = random.Random(seed)
         if seed is not None:
             torch.manual_seed(seed)
         img = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         msk = tv_tensors.Mask(torch.from_numpy(mask))
-        size = rescale_size(*image.shape[:2], self.scale, rng.uniform(*self.ratio_range))
+        size = rescale_size(*image.shape[:2], SCALE, rng.uniform(*RATIOS))
         img = F.resize(img, list(size), antialias=False)
-        msk = F.resize(msk, list(size), interpolation=v2.InterpolationMode.NEAREST_EXACT)
-        ch, cw = min(self.crop_size[0], size[0]), min(self.crop_size[1], size[1])
-
-        def box() -> tuple[int, int]:
-            return rng.randint(0, size[0] - ch), rng.randint(0, size[1] - cw)
-
-        top, left = box()
-        for _ in range(10):
+        msk = F.resize(msk, list(size), interpolation=InterpolationMode.NEAREST_EXACT)
+        ch, cw = min(CROP[0], size[0]), min(CROP[1], size[1])
+        for _ in range(11):  # the first box, then up to 10 redraws (cat_max_ratio)
+            top, left = rng.randint(0, size[0] - ch), rng.randint(0, size[1] - cw)
             counts = torch.bincount(F.crop(msk, top, left, ch, cw).flatten(), minlength=256)
             counts[self.ignore_index] = 0
-            if (counts > 0).sum() > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+            if (counts > 0).sum() > 1 and counts.max() / counts.sum() < CAT_MAX:
                 break
-            top, left = box()
         img, msk = F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw)
         if rng.random() < 0.5:
             img, msk = F.horizontal_flip(img), F.horizontal_flip(msk)
-        img = self.normalize(self.photometric(img))
-        pad = [0, 0, self.crop_size[1] - cw, self.crop_size[0] - ch]
-        img = F.pad(img, pad, fill=0)
+        pad = [0, 0, CROP[1] - cw, CROP[0] - ch]
+        img = F.pad(self.normalize(self.photometric(img)), pad, fill=0)
         msk = F.pad(msk, pad, fill=self.ignore_index)
         return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor).long()
 
 
-def make_inputs(
-    count: int, width: int = 2048, height: int = 1024, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``count`` street-like samples: smooth (H, W, 3) uint8 images and (H, W)
-    uint8 labels of horizontal class bands with void (255) blobs."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
-        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-        image = np.clip(image.astype(np.int16) + rng.integers(-8, 8, image.shape), 0, 255)
-        bands = np.sort(rng.choice(np.arange(1, height), 7, replace=False))
-        label = np.searchsorted(bands, np.arange(height))[:, None].repeat(width, 1)
-        label = (label * 2 + (np.arange(width)[None] // 300) % 2).astype(np.uint8) % 19
-        for _ in range(5):
-            y, x = rng.integers(0, height - 100), rng.integers(0, width - 200)
-            label[y : y + 100, x : x + 200] = 255
-        samples.append((image.astype(np.uint8), label))
-    return samples
-
-
-def throughput(
-    pipeline: Callable, inputs: list[tuple[np.ndarray, np.ndarray]], samples: int
-) -> float:
+def throughput(pipeline: Callable, inputs: list[tuple], samples: int) -> float:
     """Images per second of ``pipeline`` over ``samples`` calls (after 2 warm-up calls)."""
     for i in range(2):
         pipeline(*inputs[i % len(inputs)], seed=i)
@@ -125,47 +83,118 @@ def throughput(
     return samples / (time.perf_counter() - start)
 
 
-def main(argv: list[str]) -> dict:
-    parser = argparse.ArgumentParser(prog="tools/benchmark.py data", description=__doc__)
-    parser.add_argument("--samples", type=int, default=40, help="timed samples per pipeline")
-    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
-    parser.add_argument("--size", type=int, nargs=2, default=(2048, 1024), metavar=("W", "H"))
-    parser.add_argument(
-        "--loader",
-        action="store_true",
-        help="compare DataLoader worker start methods instead (ann.benchmarks.loader)",
-    )
-    parser.add_argument("--workers", type=int, default=2, help="--loader: workers per loader")
-    parser.add_argument("--loaders", type=int, default=4, help="--loader: fresh loaders timed")
-    args = parser.parse_args(argv)
-    if args.loader:
-        from ann.benchmarks import loader
+def loader_worker(spec: dict) -> dict:
+    """First-batch seconds of ``loaders`` fresh loaders and images/s over
+    ``samples`` samples (batch 2) with start method ``method`` and ``workers``
+    workers, over the PNG tree at ``root``, the Cityscapes training pipeline."""
+    from torch.utils.data import DataLoader, RandomSampler
 
-        return loader.run(args.workers, args.samples, args.loaders)
+    from ann.data.folder import FolderDataset
+    from ann.data.loader import build_loader, init_worker
+
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    transform = TrainTransform(CROP, SCALE, RATIOS, cat_max_ratio=CAT_MAX)
+    dataset = FolderDataset(
+        spec["root"], "train", [str(i) for i in range(19)], transforms=transform
+    )
+
+    def loader(count: int = 2) -> DataLoader:
+        sampler = RandomSampler(dataset, replacement=True, num_samples=count)
+        kwargs = {"batch_size": 2, "sampler": sampler, "num_workers": spec["workers"]}
+        if spec["method"] == "forkserver":
+            return build_loader(dataset, **kwargs)
+        ctx = multiprocessing.get_context(spec["method"])
+        return DataLoader(
+            dataset, multiprocessing_context=ctx, worker_init_fn=init_worker, **kwargs
+        )
+
+    first = []
+    for _ in range(spec["loaders"]):
+        start = time.perf_counter()
+        next(iter(loader()))
+        first.append(time.perf_counter() - start)
+    # Steady state: one loader over samples + 2 (the first batch is start-up).
+    it = iter(loader(spec["samples"] + 2))
+    next(it)
+    start, seen = time.perf_counter(), 0
+    for batch in it:
+        seen += batch["image"].shape[0]
+    rate = seen / (time.perf_counter() - start)
+    return {
+        "first_loader_s": first[0],
+        "later_loader_s": float(np.median(first[1:])),
+        "images_per_s": rate,
+    }
+
+
+def loaders(workers: int, samples: int, count: int) -> dict:
+    """Each start method in its own process; prints the table, returns the figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = harness.write_tree(Path(tmp), max(8, 2 * workers), 2048, 1024)
+        job = {"root": str(root), "workers": workers, "samples": samples, "loaders": count}
+        results = {
+            m: harness.run_worker(loader_worker, {**job, "method": m}, 1, 1800) for m in METHODS
+        }
+    base, keys = results["fork"].get("images_per_s"), ("first_loader_s", "later_loader_s")
+    rows = [
+        [
+            m,
+            *(f"{r[k]:.2f}" for k in (*keys, "images_per_s")),
+            harness.ratio(r["images_per_s"], base),
+        ]
+        if "skipped" not in r
+        else [m, "-", "-", "-", r["skipped"]]
+        for m, r in results.items()
+    ]
+    harness.print_table(
+        f"DataLoader start methods: {workers} workers, Cityscapes training pipeline on "
+        f"2048x1024 PNGs, batch 2, {samples} samples",
+        [["method", "1st loader s", "later loader s", "images/s", "vs fork"], *rows],
+    )
+    return {"workers": workers, "samples": samples, "loaders": count, "methods": results}
+
+
+def main(argv: list[str]) -> dict:
+    """Runs the pipelines (or, with ``--loader``, the start methods); prints the table."""
+    args = harness.parse_args(
+        argv,
+        "benchmark.py data",
+        __doc__,
+        [
+            ("--samples", dict(type=int, default=40, help="timed samples per pipeline")),
+            ("--threads", dict(type=int, default=1, help="torch and OpenCV threads")),
+            ("--size", dict(type=int, nargs=2, default=(2048, 1024), metavar=("W", "H"))),
+            (
+                "--loader",
+                dict(action="store_true", help="compare DataLoader start methods instead"),
+            ),
+            ("--workers", dict(type=int, default=2, help="--loader: workers per loader")),
+            ("--loaders", dict(type=int, default=4, help="--loader: fresh loaders timed")),
+        ],
+    )
+    if args.loader:
+        return loaders(args.workers, args.samples, args.loaders)
+    import cv2
+
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    inputs = make_inputs(4, *args.size)
-    ours = TrainTransform(
-        (512, 1024), scale=(2048, 1024), ratio_range=(0.5, 2.0), cat_max_ratio=0.75
-    )
-    theirs = TorchvisionTrainTransform((512, 1024), (2048, 1024), (0.5, 2.0), 0.75)
-    rates = {
-        "ours (albumentations/OpenCV)": throughput(ours, inputs, args.samples),
-        "torchvision.transforms.v2": throughput(theirs, inputs, args.samples),
-    }
-    base = rates["torchvision.transforms.v2"]
-    print(
+    inputs = harness.make_inputs(4, *args.size)
+    ours = TrainTransform(CROP, SCALE, RATIOS, cat_max_ratio=CAT_MAX)
+    rate, base = (throughput(t, inputs, args.samples) for t in (ours, TorchvisionTrainTransform()))
+    rows = [
+        [name, f"{r:.1f}", f"{1000 / r:.1f}", harness.ratio(r, base)]
+        for name, r in (("ours (albumentations/OpenCV)", rate), ("torchvision.transforms.v2", base))
+    ]
+    harness.print_table(
         f"training pipeline, {args.size[0]}x{args.size[1]} inputs, crop 512x1024, "
-        f"{args.threads} thread(s), {args.samples} samples each"
+        f"{args.threads} thread(s), {args.samples} samples each",
+        [["pipeline", "images/s", "ms/image", "vs torchvision"], *rows],
     )
-    print(f"{'pipeline':<32} {'images/s':>9} {'ms/image':>9} {'vs torchvision':>15}")
-    for name, rate in rates.items():
-        print(f"{name:<32} {rate:>9.1f} {1000 / rate:>9.1f} {rate / base:>14.2f}x")
     return {
         "input_size": list(args.size),
-        "crop_size": [512, 1024],
+        "crop_size": list(CROP),
         "threads": args.threads,
         "samples": args.samples,
-        "images_per_s": {"ours": rates["ours (albumentations/OpenCV)"], "torchvision_v2": base},
-        "speedup": rates["ours (albumentations/OpenCV)"] / base,
+        "images_per_s": {"ours": rate, "torchvision_v2": base},
+        "speedup": rate / base,
     }

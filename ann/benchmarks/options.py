@@ -1,57 +1,29 @@
-"""What the ``train`` and ``infer`` benchmarks share: option sets, one
-subprocess per measurement, peak memory, the environment record, tables.
-
-An option set is a precision (``fp32``, ``bf16`` or ``fp16`` autocast) with
-optional ``+cl`` (channels_last) and ``+compile`` (torch.compile), e.g.
-``bf16+cl+compile``; ``all`` is the 12 combinations. The options themselves
-are applied by :mod:`ann.speed`, as training and evaluation apply them.
-
-Peak memory, measured over one more iteration after the timed ones (so that
-torch.compile's compiler and cuDNN's autotuner are not counted, and the
-timing runs with the allocator as training has it):
-
-- CUDA: ``torch.cuda.max_memory_allocated`` (live tensors: weights, gradients,
-  optimizer state, activations, workspaces);
-- CPU: the peak resident set (``VmHWM``, reset through /proc/self/clear_refs)
-  minus the resident set before the model was built (its code already
-  imported), with glibc then told to hand every allocation of 64 KiB or more
-  back to the OS when it is freed (``mallopt(M_MMAP_THRESHOLD)`` and
-  ``malloc_trim``, as ann.benchmarks.heads does through the environment), so
-  that the figure is what the measured work holds at its peak (weights,
-  gradients, optimizer state, activations, oneDNN scratch and kernels), not
-  what the allocator kept from before. It is set only for that iteration:
-  mapping and unmapping every large tensor costs page faults that would slow
-  the timed ones. A compiled model's retained compiler state (generated
-  code, caches) counts on the CPU: it is resident memory of a run with that
-  option. DataLoader workers are other processes and are not counted.
+"""Speed option sets, what the ``train`` and ``infer`` benchmarks compare: a
+precision (``fp32``, ``bf16`` or ``fp16`` autocast) with optional ``+cl``
+(channels_last) and ``+compile`` (torch.compile), e.g. ``bf16+cl+compile``;
+``all`` is the 12 combinations. :mod:`ann.speed` applies them, as training
+and evaluation do. Each set runs in its own worker; ratios are against fp32.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import datetime
 import itertools
-import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
-from omegaconf import DictConfig
 
+from ann.benchmarks.harness import parse_args, ratio, run_worker
 from ann.speed import PRECISIONS
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 BASELINE = "fp32"
+CPU_SETS = "fp32,bf16,fp16,fp32+cl,bf16+cl"
+SET_COLUMNS = ["speedup", "peak MiB", "mem vs fp32", "compile s"]
 
 
-@dataclass(frozen=True)
-class OptionSet:
+class OptionSet(NamedTuple):
     """One combination of the speed options of :mod:`ann.speed`."""
 
     precision: str = "fp32"
@@ -68,6 +40,17 @@ class OptionSet:
         """The autocast dtype, None for fp32."""
         return PRECISIONS[self.precision]
 
+    def trainer_overrides(self, compile_mode: str) -> list[str]:
+        """``trainer.*`` Hydra overrides for a training run with this set
+        (``trainer.amp=true``: the dtype even where the device emulates it)."""
+        amp = ["trainer.amp=true", f"trainer.amp_dtype={self.precision}"]
+        return [
+            *(amp if self.dtype else ["trainer.amp=false"]),
+            f"trainer.channels_last={str(self.channels_last).lower()}",
+            f"trainer.compile={str(self.compile).lower()}",
+            f"trainer.compile_mode={compile_mode}",
+        ]
+
     @classmethod
     def parse(cls, text: str) -> OptionSet:
         """``bf16+cl+compile`` -> OptionSet("bf16", True, True); parts in any order."""
@@ -75,31 +58,28 @@ class OptionSet:
         unknown = set(flags) - {"cl", "compile"}
         if precision not in PRECISIONS or unknown or len(set(flags)) != len(flags):
             raise ValueError(
-                f"option set {text!r}: expected PRECISION[+cl][+compile], PRECISION one of "
-                f"{', '.join(PRECISIONS)}"
+                f"option set {text!r}: expected PRECISION[+cl][+compile], "
+                f"PRECISION one of {', '.join(PRECISIONS)}"
             )
         return cls(precision, "cl" in flags, "compile" in flags)
 
 
 ALL_SETS = tuple(
-    OptionSet(p, cl, c).name for c, cl, p in itertools.product((0, 1), (0, 1), PRECISIONS)
+    OptionSet(p, bool(cl), bool(c)).name
+    for c, cl, p in itertools.product((0, 1), (0, 1), PRECISIONS)
 )
 
 
 def parse_sets(text: str) -> list[OptionSet]:
     """A comma list of option sets (or ``all``), duplicates dropped, order kept."""
     names = ALL_SETS if text.strip() == "all" else text.split(",")
-    sets = [OptionSet.parse(n) for n in names if n.strip()]
-    return list(dict.fromkeys(sets))
+    return list(dict.fromkeys(OptionSet.parse(n) for n in names if n.strip()))
 
 
 def cpu_fp16_skip(opts: OptionSet, device: str, allow: bool) -> str | None:
-    """Why fp16 autocast is left out on this CPU, or None to run it.
-
-    Without native fp16 (AVX512-FP16 or AMX-FP16), oneDNN's fp16 convolutions
-    fall back to slow reference kernels: ANN R-18's demo iteration took ~10x
-    its fp32 time on the AVX512-BF16 EPYC these figures were first taken on.
-    """
+    """Why fp16 autocast is left out on this CPU, or None to run it: without
+    native fp16 (AVX512-FP16, AMX-FP16) oneDNN's fp16 convolutions fall back to
+    reference kernels, ~10x slower than fp32 for ANN R-18's demo iteration."""
     if opts.precision != "fp16" or device != "cpu" or allow:
         return None
     native = getattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", None)
@@ -108,213 +88,84 @@ def cpu_fp16_skip(opts: OptionSet, device: str, allow: bool) -> str | None:
     return "skipped: no native CPU fp16 (~10x slower); --cpu-fp16"
 
 
-def cold_compile(cached: bool) -> None:
-    """Unless ``cached``, keeps torch.compile from its on-disk caches (inductor's
-    FX graph and kernel caches persist between runs), so that "compile s" is
-    what a first run on a machine pays, whatever ran before."""
-    if not cached:
+def start(spec: dict) -> tuple[torch.device, OptionSet, int]:
+    """A worker's device, option set and warm-up count (a compile set at least
+    2: the first compiles, the second catches a recompile). Unless
+    ``compile_cache``, torch.compile keeps off its on-disk caches, so that
+    "compile s" is what a first run on a machine pays, whatever ran before."""
+    opts = OptionSet.parse(spec["set"])
+    if opts.compile and not spec["compile_cache"]:
         torch.compiler.config.force_disable_caches = True
+    return torch.device(spec["device"]), opts, max(spec["warmup"], 2 if opts.compile else 1)
 
 
-def compose_train(experiment: str | None, overrides: list[str]) -> DictConfig:
-    """configs/train.yaml with ``experiment=...`` and ``overrides``, resolved
-    as tools/train.py composes it."""
-    from hydra import compose, initialize_config_dir
-
-    extra = [f"experiment={experiment}"] if experiment else []
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", [*extra, *overrides])
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> (512, 1024)."""
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-class PeakMemory:
-    """Peak memory of a window of work (see the module docstring).
-
-    Create it before the model is built; call :meth:`reset` when the measured
-    window starts and :meth:`peak` when it ends.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.device = device
-        if not self.cuda:
-            _release_freed_memory(pin_threshold=False)
-        self.base = 0 if self.cuda else _status_kib("VmRSS") * 1024
-
-    def reset(self) -> None:
-        """Starts the window: the peak so far is forgotten."""
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        _release_freed_memory(pin_threshold=os.environ.get("ANN_BENCH_WORKER") == "1")
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # VmHWM := VmRSS
-        except OSError:
-            pass  # not Linux, or not allowed: the peak then covers the warm-up too
-
-    def peak(self) -> int:
-        """Bytes at the window's peak (CUDA: allocated; CPU: resident above the base)."""
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            return int(torch.cuda.max_memory_allocated(self.device))
-        return max(_status_kib("VmHWM") * 1024 - self.base, 0)
-
-
-def _release_freed_memory(pin_threshold: bool) -> None:
-    """Gives what glibc's heap holds free back to the OS; with ``pin_threshold``
-    glibc from now on maps every allocation of 64 KiB or more on its own and
-    unmaps it when freed. Pinned only in a benchmark's own worker process
-    (``ANN_BENCH_WORKER``): it would slow everything the process does later."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc: the peak then includes what the allocator kept
-    if pin_threshold:
-        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD; fixing it also stops glibc raising it
-    libc.malloc_trim(0)
-
-
-def sync(device: torch.device) -> None:
-    """Waits for the device's queued work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_worker(module: str, spec: dict, threads: int, timeout: float | None = None) -> dict:
-    """``python -m module --worker JSON`` in a fresh process (compile and
-    autocast state cannot leak between sets); its last stdout line is the
-    result. A failure or timeout is returned as ``{"skipped": reason}``."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), ANN_BENCH_WORKER="1")
-    cmd = [sys.executable, "-m", module, "--worker", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"failed: over --timeout {timeout:g} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["killed"])[-1]
-        return {"skipped": f"failed (rc {proc.returncode}): {tail[-160:]}"}
-    return json.loads(lines[-1])
-
-
-def environment(device: str, threads: int) -> dict:
-    """Where the figures were taken: device, versions, threads, load."""
-    env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": threads,
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "loadavg": list(os.getloadavg()),
-    }
-    if device == "cuda":
-        env["device_name"] = torch.cuda.get_device_name()
-        env["cuda"] = torch.version.cuda
-        env["cudnn"] = torch.backends.cudnn.version()
-    else:
-        env["device_name"] = env["cpu"]
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def describe(env: dict) -> str:
-    """One line for the table's caption."""
-    load = ", ".join(f"{v:.1f}" for v in env["loadavg"])
-    return (
-        f"{env['device_name']}, torch {env['torch']}, {env['threads']} threads, "
-        f"load average {load} (of {env['cpu_count']} CPUs) at start"
-    )
-
-
-def ratio(value: float | None, base: float | None) -> str:
-    """``value / base`` as "1.23x", "-" when either is missing."""
-    if value is None or not base:
-        return "-"
-    return f"{value / base:.2f}x"
-
-
-def print_table(rows: list[list[str]]) -> None:
-    """Left-aligned columns; the first row is the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-__all__ = [
-    "ALL_SETS",
-    "BASELINE",
-    "OptionSet",
-    "PeakMemory",
-    "cold_compile",
-    "compose_train",
-    "cpu_fp16_skip",
-    "describe",
-    "environment",
-    "parse_sets",
-    "parse_size",
-    "print_table",
-    "ratio",
-    "run_worker",
-    "sync",
-]
-
-
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """The options ``train`` and ``infer`` share: device, precision sets'
-    compile mode and cache, threads, fp16 on CPU, Hydra overrides, timeout."""
+def parse(
+    argv: list[str], prog: str, doc: str, runs: str, cpu_runs: int, extra: list
+) -> argparse.Namespace:
+    """The ``train`` / ``infer`` command line: the shared options, ``--{runs}``
+    (the timed count) and ``extra`` ``(flag, kwargs)`` pairs; fills the
+    device-dependent defaults of sets, timed runs and warm-up."""
     cuda = torch.cuda.is_available()
-    p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])
-    p.add_argument("--sets", help="comma list of option sets, or all")
-    p.add_argument("--compile-mode", default="default")
-    p.add_argument(
-        "--compile-cache",
-        action="store_true",
-        help="let torch.compile use its on-disk caches (default: a cold compile)",
+    args = parse_args(
+        argv,
+        prog,
+        doc,
+        [
+            ("--device", dict(default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])),
+            ("--sets", dict(help=f"comma list of option sets, or all (CPU {CPU_SETS}, CUDA all)")),
+            (f"--{runs}", dict(type=int, help=f"timed runs (CPU {cpu_runs}, CUDA 10)")),
+            ("--warmup", dict(type=int, help="untimed first runs (CPU 1, CUDA 3)")),
+            ("--compile-mode", dict(default="default")),
+            (
+                "--compile-cache",
+                dict(
+                    action="store_true",
+                    help="let torch.compile use its on-disk caches (default: a cold compile)",
+                ),
+            ),
+            ("--threads", dict(type=int, default=torch.get_num_threads())),
+            ("--cpu-fp16", dict(action="store_true", help="run fp16 on a CPU without native fp16")),
+            ("--override", dict(action="append", default=[], help="Hydra override, repeatable")),
+            ("--timeout", dict(type=float, help="seconds per set before it counts as failed")),
+            *extra,
+        ],
     )
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--cpu-fp16", action="store_true", help="run fp16 on a CPU without native fp16")
-    p.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
-    p.add_argument("--timeout", type=float, help="seconds per set before it counts as failed")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    on_cpu = args.device == "cpu"
+    args.sets = args.sets or (CPU_SETS if on_cpu else "all")
+    setattr(args, runs, getattr(args, runs) or (cpu_runs if on_cpu else 10))
+    args.warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 3)
+    if args.warmup < 1:
+        sys.exit(f"{prog}: error: --warmup must be at least 1 (the peak is taken after it)")
+    return args
 
 
-def timings(times: list[float], warmup: int, per_run: int, peak: int, compiled: bool) -> dict:
-    """The timing fields of a worker's result: median seconds of the runs after
-    ``warmup``, images/s (``per_run`` images a run), peak bytes, the raw times
-    and, for a compiled set, the warm-up time beyond that many median runs."""
-    median = statistics.median(times[warmup:])
-    return {
-        "time_s": median,
-        "images_per_s": per_run / median,
-        "peak_bytes": peak,
-        "warmup_s": times[:warmup],
-        "times_s": times[warmup:],
-        "compile_s": sum(times[:warmup]) - warmup * median if compiled else None,
-    }
+def run_sets(fn: Callable[[dict], dict], job: dict, args: argparse.Namespace, label: str) -> dict:
+    """{set name: ``fn({**job, "set": name})`` in a worker} for ``args.sets``."""
+    results = {}
+    for opts in parse_sets(args.sets):
+        skip = cpu_fp16_skip(opts, args.device, args.cpu_fp16)
+        spec = {**job, "set": opts.name}
+        r = {"skipped": skip} if skip else run_worker(fn, spec, args.threads, args.timeout)
+        results[opts.name] = r
+        print(f"  {label} {opts.name}: {r}", file=sys.stderr, flush=True)
+    return results
+
+
+def set_cells(r: dict, base: dict | None) -> list[str]:
+    """ms, img/s and :data:`SET_COLUMNS` of result ``r`` against ``base``
+    (fp32's); adds ``speedup`` and ``memory_ratio`` to ``r``."""
+    if "skipped" in r:
+        return ["-"] * (2 + len(SET_COLUMNS))
+    base = base if base and "skipped" not in base else None
+    r["speedup"] = base["time_s"] / r["time_s"] if base else None
+    has_peak = base is not None and base["peak_bytes"] > 0
+    r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"] if has_peak else None
+    compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
+    return [
+        f"{r['time_s'] * 1000:.0f}",
+        f"{r['images_per_s']:.2f}",
+        ratio(base and base["time_s"], r["time_s"]),
+        f"{r['peak_bytes'] / 2**20:.0f}",
+        ratio(r["peak_bytes"], base and base["peak_bytes"]),
+        compile_s,
+    ]

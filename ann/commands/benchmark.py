@@ -20,15 +20,23 @@ from ann.benchmarks import SUBCOMMANDS
 
 
 def main(argv: list[str]) -> int:
+    """Runs ``argv[0]``'s benchmark with the rest and writes its figures as JSON;
+    ``--help`` alone lists the subcommands (exit 0), no subcommand is an error (2)."""
     if not argv or argv[0] not in SUBCOMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
+        help_asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(__doc__.strip(), file=sys.stdout if help_asked else sys.stderr)
+        return 0 if help_asked else 2
     name, rest = argv[0], argv[1:]
     out = Path("outputs/benchmarks") / f"{name}.json"
     if "--json" in rest:
         i = rest.index("--json")
+        if i + 1 >= len(rest):
+            print("error: --json needs a PATH", file=sys.stderr)
+            return 2
         out = Path(rest[i + 1])
         rest = rest[:i] + rest[i + 2 :]
+    if {"-h", "--help"} & set(rest):  # the subcommand's parser prints the rest and exits
+        print(f"--json PATH: write the figures as JSON to PATH (default {out})\n")
     results = importlib.import_module(f"ann.benchmarks.{name}").main(rest)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -14,9 +14,10 @@ alone; unknown keys on the command line are already refused by Hydra.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,7 +58,7 @@ class TrainerSchema:
     log_interval: int = _key(ge=1)
     batch_size: int = _key(ge=1)
     num_workers: int = _key(ge=0)
-    amp: Union[bool, Literal["auto"]] = _key()  # noqa: UP007 - get_type_hints on 3.10
+    amp: bool | Literal["auto"] = _key()
     amp_dtype: Literal["bf16", "fp16"] = _key()
     channels_last: bool = _key()
     compile: bool = _key()
@@ -66,11 +67,11 @@ class TrainerSchema:
     tf32: bool = _key()
     seed: int = _key(ge=0)
     resume: bool = _key()
-    load_from: Optional[str] = _key()  # noqa: UP045 - get_type_hints needs it on 3.10
+    load_from: str | None = _key()
     keep_last: int = _key(ge=0)
     sync_bn: bool = _key()
     deterministic: bool = _key()
-    clip_grad: Optional[float] = _key(gt=0)  # noqa: UP045
+    clip_grad: float | None = _key(gt=0)
     accumulate: int = _key(ge=1)
     num_vis: int = _key(ge=0)
     dist_timeout_min: float = _key(gt=0)
@@ -96,12 +97,12 @@ class EvaluatorSchema:
     mode: Literal["whole", "slide"] = _key()
     scales: list[float] = _key(gt=0)
     flip: bool = _key()
-    crop_size: Optional[Pair] = _key(gt=0)  # noqa: UP045
-    stride: Optional[Pair] = _key(gt=0)  # noqa: UP045
+    crop_size: Pair | None = _key(gt=0)
+    stride: Pair | None = _key(gt=0)
     average: Literal["prob", "logits"] = _key()
-    save_predictions: Optional[Literal[FORMATS]] = _key()  # noqa: UP045
+    save_predictions: Literal[FORMATS] | None = _key()
     num_workers: int = _key(ge=0)
-    amp: Union[bool, Literal["auto"]] = _key()  # noqa: UP007 - get_type_hints on 3.10
+    amp: bool | Literal["auto"] = _key()
     amp_dtype: Literal["bf16", "fp16"] = _key()
     channels_last: bool = _key()
 
@@ -112,8 +113,8 @@ class DatasetSchema:
     root: str = _key()
     num_classes: int = _key(ge=1)
     ignore_index: int = _key(ge=0, le=255)
-    crop_size: Optional[Pair] = _key(gt=0, required=False)  # noqa: UP045
-    scale: Optional[Pair] = _key(gt=0, required=False)  # noqa: UP045
+    crop_size: Pair | None = _key(gt=0, required=False)
+    scale: Pair | None = _key(gt=0, required=False)
 
 
 @dataclass
@@ -143,7 +144,7 @@ class BackboneSchema:
     stem: Literal["deep", "standard"] = _key(required=False)
     stem_channels: int = _key(ge=1, required=False)
     maxpool_ceil: bool = _key(required=False)
-    pretrained: Optional[str] = _key(required=False)  # noqa: UP045
+    pretrained: str | None = _key(required=False)
     norm_eval: bool = _key(required=False)
     frozen_stages: int = _key(ge=-1, le=4, required=False)
 
@@ -157,7 +158,7 @@ class HeadSchema:
     num_classes: int = _key(ge=1, required=False)
     key_channels: int = _key(ge=1, required=False)
     value_channels: int = _key(ge=1, required=False)
-    fusion_channels: Optional[int] = _key(ge=1, required=False)  # noqa: UP045
+    fusion_channels: int | None = _key(ge=1, required=False)
     pool_sizes: list[int] = _key(ge=1, required=False)
     dropout: float = _key(ge=0, lt=1, required=False)
     block_dropout: float = _key(ge=0, lt=1, required=False)
@@ -203,7 +204,7 @@ CLOSED_GROUPS = frozenset({"optimizer.paramwise"})
 def _describe(hint: Any, meta: dict) -> str:
     """'an integer ≥ 1', 'one of bf16, fp16', 'null or [h, w] ...'."""
     origin, args = get_origin(hint), get_args(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         parts = [_describe(a, meta) for a in args if a is not type(None)]
         return " or ".join(["null"] * (type(None) in args) + parts)
     if origin is Literal:
@@ -237,7 +238,7 @@ def _in_range(value: float, meta: dict) -> bool:
 
 def _valid(value: Any, hint: Any, meta: dict) -> bool:
     origin, args = get_origin(hint), get_args(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         if value is None:
             return type(None) in args
         return any(_valid(value, a, meta) for a in args if a is not type(None))
@@ -333,6 +334,9 @@ def check_config(cfg: DictConfig, groups: tuple[str, ...] = TOP_GROUPS) -> None:
             _check_crop_fits_scale(values)
         if name == "evaluator":
             check_options(
-                values["mode"], values["scales"], values["crop_size"], values["stride"],
+                values["mode"],
+                values["scales"],
+                values["crop_size"],
+                values["stride"],
                 values["average"],
-            )  # fmt: skip
+            )

@@ -10,6 +10,7 @@ import numpy as np
 from ann.data.base import SegmentationDataset, require_dir
 from ann.data.folder import pair_samples
 
+# A data table, kept several values a line: ruff would give each its own line.
 # fmt: off
 # The 150 class names and colours as mmsegmentation lists them (public data of
 # the ADE20K SceneParsing benchmark, objectInfo150 order).

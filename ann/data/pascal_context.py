@@ -20,6 +20,7 @@ from ann.data.ade20k import reduce_zero_label_lut
 from ann.data.base import SegmentationDataset
 from ann.data.voc import find_voc_root, listed_samples
 
+# A data table, kept several values a line: ruff would give each its own line.
 # fmt: off
 # Category ids of the 459 labels (trainval_merged.json) that form the standard
 # 59-class benchmark, with background 0 — the list of mmsegmentation's and the

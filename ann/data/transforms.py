@@ -116,8 +116,16 @@ class RandomRescaleCrop(A.DualTransform):
                 if (counts > 0).sum() > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
                 top, left, rows, cols = box()
-        return {"top": top, "left": left, "factor": (fy, fx), "crop": (crop_h, crop_w),
-                "rows": rows, "cols": cols, "ratio": ratio, "offsets": offsets}  # fmt: skip
+        return {
+            "top": top,
+            "left": left,
+            "factor": (fy, fx),
+            "crop": (crop_h, crop_w),
+            "rows": rows,
+            "cols": cols,
+            "ratio": ratio,
+            "offsets": offsets,
+        }
 
     def apply(
         self,
@@ -178,14 +186,22 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
 
     def get_params(self) -> dict[str, Any]:
         r = self.py_random
-        coin = lambda: r.random() < 0.5  # noqa: E731
+
+        def coin() -> bool:
+            return r.random() < 0.5
+
         beta = r.uniform(-self.brightness_delta, self.brightness_delta) if coin() else None
         contrast_first = coin()
         alpha = r.uniform(*self.contrast_range) if coin() else None
         sat = r.uniform(*self.saturation_range) if coin() else None
         hue = r.randint(-self.hue_delta, self.hue_delta - 1) if coin() else None
-        return {"beta": beta, "alpha": alpha, "contrast_first": contrast_first,
-                "sat": sat, "hue": hue}  # fmt: skip
+        return {
+            "beta": beta,
+            "alpha": alpha,
+            "contrast_first": contrast_first,
+            "sat": sat,
+            "hue": hue,
+        }
 
     @staticmethod
     def _affine(lut: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:

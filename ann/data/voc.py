@@ -9,10 +9,28 @@ from ann.data.base import SegmentationDataset, default_palette, require_dir
 from ann.errors import DataError
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 # VOC's own colour map (the one its palette PNGs carry).
 VOC_PALETTE = default_palette(len(VOC_CLASSES))
 
@@ -44,8 +62,10 @@ def listed_samples(
     names = read_split(split_file, layout)
     if not names:
         raise DataError(f"{split_file}: the split lists no images")
-    for folder, suffix, what in ((image_dir, ".jpg", "are missing from"),
-                                 (mask_dir, ".png", "have no label in")):  # fmt: skip
+    for folder, suffix, what in (
+        (image_dir, ".jpg", "are missing from"),
+        (mask_dir, ".png", "have no label in"),
+    ):
         missing = [n for n in names if not (folder / f"{n}{suffix}").is_file()]
         if missing:
             raise DataError(

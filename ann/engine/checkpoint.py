@@ -149,8 +149,10 @@ def link_checkpoint(target: Path, name: Path) -> None:
                 _copy_warned.add(name.parent)
                 log.warning(
                     "%s refuses hard links (%s): last.pth and best.pth are full copies, "
-                    "each save writes them again", name.parent, exc.strerror,
-                )  # fmt: skip
+                    "each save writes them again",
+                    name.parent,
+                    exc.strerror,
+                )
             with open(target, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 16 * 2**20)
                 dst.flush()

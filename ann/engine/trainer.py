@@ -250,10 +250,17 @@ class Trainer:
         """
         clip = self.tcfg.get("clip_grad")
         return train_step(
-            self.model, data_iter, self.optimizer, self.scheduler, self.scaler,
-            device=self.device, dtype=self.amp_dtype, channels_last=self.channels_last,
-            accumulate=self.accumulate, clip_grad=float(clip) if clip else None,
-        )  # fmt: skip
+            self.model,
+            data_iter,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            device=self.device,
+            dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            accumulate=self.accumulate,
+            clip_grad=float(clip) if clip else None,
+        )
 
     def run(self) -> dict:
         max_iters = int(self.tcfg.max_iters)
@@ -323,8 +330,13 @@ class Trainer:
                 self.writer.add_scalar("memory/max_MiB", mem, iteration)
                 log.info(
                     "iter %d/%d loss %.4f lr %.3e time %.3fs data %.3fs",
-                    iteration, max_iters, loss, lr, step_time, data_time,
-                )  # fmt: skip
+                    iteration,
+                    max_iters,
+                    loss,
+                    lr,
+                    step_time,
+                    data_time,
+                )
             done = iteration == max_iters
             is_best = False
             if iteration % int(self.tcfg.val_interval) == 0 or done:

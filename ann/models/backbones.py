@@ -150,7 +150,7 @@ class ResNetBackbone(nn.Module):
                 )
             try:
                 state = weights.get_state_dict(progress=False)
-            except Exception as exc:  # noqa: BLE001 - offline hosts raise many kinds
+            except Exception as exc:  # offline hosts raise many kinds
                 raise ConfigError(
                     f"model.backbone.pretrained=torchvision: could not download {weights.url} "
                     f"({exc.__class__.__name__}); offline, copy that file here and pass "

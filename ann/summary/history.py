@@ -51,7 +51,7 @@ def read_events(path: Path) -> Events:
     )
     try:
         acc.Reload()
-    except Exception:  # noqa: BLE001 - a truncated file of a killed run: use what loaded
+    except Exception:  # a truncated file of a killed run: use what loaded
         pass
     scalars = {tag: list(acc.Scalars(tag)) for tag in acc.Tags().get("scalars", [])}
     try:

@@ -113,7 +113,7 @@ def read_config(path: Path) -> dict[str, Any]:
         raise _Skip("no config.yaml: its configuration is unknown")
     try:
         cfg = OmegaConf.load(file)
-    except Exception as exc:  # noqa: BLE001 - any parse error makes it unusable
+    except Exception as exc:  # any parse error makes it unusable
         raise _Skip(f"config.yaml is not readable YAML ({first_line(exc)})") from None
     if not isinstance(cfg, DictConfig):
         raise _Skip("config.yaml is not a mapping of config keys")

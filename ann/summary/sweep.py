@@ -103,7 +103,7 @@ def _sweep_dir(cfg: DictConfig) -> str | None:
     (``${now:...}``, the same for all jobs of a sweep)."""
     try:
         return str(OmegaConf.select(cfg, "hydra.sweep.dir"))
-    except Exception:  # noqa: BLE001 - an unsupported interpolation
+    except Exception:  # an unsupported interpolation
         return None
 
 
@@ -151,7 +151,7 @@ def missing_jobs(roots: Sequence[Path], runs: list[Run], skipped: list[Skipped])
         for multirun_yaml in sorted(root.rglob("multirun.yaml")):
             try:
                 jobs = sweep_jobs(multirun_yaml)
-            except Exception as exc:  # noqa: BLE001 - any failure: say so, keep the summary
+            except Exception as exc:  # any failure: say so, keep the summary
                 missing.append(
                     Skipped(
                         multirun_yaml,

@@ -66,10 +66,16 @@ class ResNetV1c(nn.Module):
         super().__init__()
         blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+        )
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
         for i, (n, planes, stride, dil) in enumerate(

@@ -53,14 +53,21 @@ class DilatedDeepBaseResNet(nn.Module):
     def __init__(self, depth: int = 101) -> None:
         super().__init__()
         self.inplanes = 128
-        self.prefix = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)),
-            ("bn1", nn.BatchNorm2d(64)), ("relu1", nn.ReLU()),
-            ("conv2", nn.Conv2d(64, 64, 3, stride=1, padding=1, bias=False)),
-            ("bn2", nn.BatchNorm2d(64)), ("relu2", nn.ReLU()),
-            ("conv3", nn.Conv2d(64, 128, 3, stride=1, padding=1, bias=False)),
-            ("bn3", nn.BatchNorm2d(128)), ("relu3", nn.ReLU()),
-        ]))  # fmt: skip
+        self.prefix = nn.Sequential(
+            OrderedDict(
+                [
+                    ("conv1", nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)),
+                    ("bn1", nn.BatchNorm2d(64)),
+                    ("relu1", nn.ReLU()),
+                    ("conv2", nn.Conv2d(64, 64, 3, stride=1, padding=1, bias=False)),
+                    ("bn2", nn.BatchNorm2d(64)),
+                    ("relu2", nn.ReLU()),
+                    ("conv3", nn.Conv2d(64, 128, 3, stride=1, padding=1, bias=False)),
+                    ("bn3", nn.BatchNorm2d(128)),
+                    ("relu3", nn.ReLU()),
+                ]
+            )
+        )
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
         layers = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
         self.layer1 = self._make_layer(64, layers[0])
@@ -174,9 +181,11 @@ class AsymmetricNonLocalNetwork(nn.Module):
         )
         self.cls = nn.Conv2d(c, num_classes, 1)
         self.dsn = nn.Sequential(
-            nn.Conv2d(w["low"], w["aux"], 3, padding=1), bn_relu(w["aux"]), nn.Dropout2d(0.05),
+            nn.Conv2d(w["low"], w["aux"], 3, padding=1),
+            bn_relu(w["aux"]),
+            nn.Dropout2d(0.05),
             nn.Conv2d(w["aux"], num_classes, 1),
-        )  # fmt: skip
+        )
 
     def forward(self, x_: Tensor) -> tuple[Tensor, Tensor]:
         x = self.backbone(x_)
