@@ -84,7 +84,7 @@ def forbid_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[st
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random mmsegmentation ANN R50 (Cityscapes) through tools/convert.py's code."""
     folder = tmp_path_factory.mktemp("converted")
-    ref = randomise(mmseg_ann.EncoderDecoder(depth=50, num_classes=19))
+    ref = randomise(mmseg_ann.EncoderDecoder(depth=50, num_classes=19)).eval()
     src = save_mmseg(ref, folder / "ann_r50.pth")
     out = folder / "ann_r50_cs.pth"
     convert_file("mmseg", src, out)

@@ -99,19 +99,6 @@ def test_r101_ann_769_forward_within_24_gib() -> None:
     assert hwm * 1024 < 24 * 2**30, f"peak resident set {hwm / 2**20:.1f} GiB"
 
 
-def test_loader_benchmark_measures_forkserver(tmp_path) -> None:
-    from ann.benchmarks import data
-
-    root = harness.write_tree(tmp_path / "data", 4, width=256, height=128)
-    spec = {"method": "forkserver", "root": str(root), "workers": 1, "samples": 4, "loaders": 2}
-    threads = torch.get_num_threads()
-    try:
-        r = data.loader_worker(spec)
-    finally:
-        torch.set_num_threads(threads)  # the worker sets 1, as in a DataLoader worker
-    assert r["first_loader_s"] > 0 and r["later_loader_s"] > 0 and r["images_per_s"] > 0
-
-
 def test_peak_memory_counts_one_allocation() -> None:
     """The CPU method sees a 64 MiB tensor written in the window, and not what
     existed before it started."""

@@ -27,11 +27,13 @@ from helpers import ROOT, run_tool
 from trees import make_cityscapes
 
 
-def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights that keep activations O(1) through 100 layers, random BN
-    statistics, non-zero biases (the authors' head convs have them) and
-    non-zero attention output convs (zero-initialised in both sources)."""
+def randomise(module: nn.Module, seed: int = 0, conv_bias_before_bn: bool = True) -> nn.Module:
+    """float32-representable random weights and BN statistics (so a float32
+    model loads them exactly), activations O(1) through 100 layers, non-zero
+    Wo. ``conv_bias_before_bn=False`` zeroes the biases of convs followed by
+    BN (the authors' head): see :func:`test_official_trains_as_the_authors`."""
     gen = torch.Generator().manual_seed(seed)
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
@@ -45,7 +47,13 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
             m.running_mean = torch.rand(n, generator=gen) * 0.2 - 0.1
             m.running_var = torch.rand(n, generator=gen) + 0.5
             m.num_batches_tracked.fill_(1000)
-    return module.eval()
+    if not conv_bias_before_bn:
+        for seq in (m for m in module.modules() if isinstance(m, nn.Sequential)):
+            for a, b in zip(seq, list(seq)[1:], strict=False):
+                bn = b[0] if isinstance(b, nn.Sequential) else b
+                if a in convs and a.bias is not None and isinstance(bn, nn.BatchNorm2d):
+                    a.bias.data.zero_()
+    return module
 
 
 def save_mmseg(net: nn.Module, path: Path, config: str = "crop_size = (512, 1024)") -> Path:
@@ -75,13 +83,15 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def mmseg_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
-    ref = randomise(mmseg_ann.EncoderDecoder(depth=50, num_classes=19))
+    ref = randomise(mmseg_ann.EncoderDecoder(depth=50, num_classes=19)).eval()
     return ref, save_mmseg(ref, tmp_path_factory.mktemp("mmseg") / "ann_r50.pth")
 
 
 @pytest.fixture(scope="module")
 def official_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
-    ref = randomise(official_ann.AsymmetricNonLocalNetwork(num_classes=19, depth=101), seed=1)
+    ref = randomise(
+        official_ann.AsymmetricNonLocalNetwork(num_classes=19, depth=101), seed=1
+    ).eval()
     return ref, save_official(ref, tmp_path_factory.mktemp("official") / "annn.pth")
 
 

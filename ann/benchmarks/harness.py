@@ -1,14 +1,6 @@
 """What every benchmark shares: config composition, the worker process, peak
-memory, timing, the environment record, synthetic street scenes and the table.
-
-Peak memory is taken over one more run after the timed ones, above what was
-allocated when the :class:`PeakMemory` was made. CUDA: max_memory_allocated.
-CPU: the peak resident set (VmHWM, reset through /proc/self/clear_refs), with
-glibc told for that run only, in a worker process, to map every allocation of
-64 KiB or more on its own and unmap it when freed, so that the figure is what
-the work holds at its peak, not what the allocator kept; the timed runs go
-without it (mapping every large tensor costs page faults).
-"""
+memory, timing, the environment record, the command line and the table
+(docs/performance.md: "The harness", "How peak memory is measured")."""
 
 from __future__ import annotations
 
@@ -26,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -42,13 +34,23 @@ def compose(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose(name, list(overrides))
 
 
+def model_config(model: str, *overrides: str) -> DictConfig:
+    """The training config of ``configs/model/<model>`` on Cityscapes (19 classes)."""
+    return compose("train", [f"model={model}", "dataset=cityscapes", *overrides])
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """``cfg.model`` with random weights (no ImageNet download)."""
+    from ann.models.pretrained import without_pretrained
+
+    return instantiate(without_pretrained(cfg.model))
+
+
 def run_worker(
     fn: Callable[[dict], dict], spec: dict, threads: int, timeout: float | None = None
 ) -> dict:
-    """``fn(spec)`` (module-level, JSON in and out) in a fresh process, so that
-    compiled graphs, autocast caches and allocator state cannot leak from one
-    measurement into the next; a failure comes back as ``{"skipped": reason}``.
-    ``ANN_BENCH_IN_PROCESS=1`` calls it here instead (tests, debuggers)."""
+    """``fn(spec)`` (module-level, JSON in and out) in a fresh process, or here with
+    ``ANN_BENCH_IN_PROCESS=1``; a failure comes back as ``{"skipped": reason}``."""
     if os.environ.get("ANN_BENCH_IN_PROCESS") == "1":
         return fn(spec)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), ANN_BENCH_WORKER="1")
@@ -65,17 +67,18 @@ def run_worker(
     return json.loads(lines[-1])
 
 
-def _lines(path: str) -> list[str]:
+def proc_field(path: str, field: str) -> str | None:
+    """The value after ``field:`` in a /proc file, or None."""
     try:
         with open(path) as f:
-            return f.readlines()
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith(field)), None)
     except OSError:
-        return []
+        return None
 
 
 def proc_kib(path: str, field: str) -> int:
     """A KiB field of a /proc file (``VmRSS`` of /proc/self/status); 0 if absent."""
-    return next((int(ln.split()[1]) for ln in _lines(path) if ln.startswith(field + ":")), 0)
+    return int((proc_field(path, field + ":") or "0 kB").split()[0])
 
 
 def _release_freed_memory(pin_threshold: bool) -> None:
@@ -89,8 +92,8 @@ def _release_freed_memory(pin_threshold: bool) -> None:
 
 
 class PeakMemory:
-    """Peak memory of a window of work (module docstring): made once what is
-    not to be counted exists, :meth:`reset` as the window starts."""
+    """Peak bytes of a window of work above a base (docs/performance.md): made once
+    what is not to be counted exists, :meth:`reset` as the window starts."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda, self.device = device.type == "cuda", device
@@ -131,9 +134,8 @@ def sync(device: torch.device) -> None:
 def measure(
     run: Callable[[], Any], runs: int, device: torch.device, memory: PeakMemory | None = None
 ) -> tuple[list[float], int | None, Any]:
-    """Seconds of each of ``runs`` calls of ``run`` (a call's result is dropped
-    before the next starts); with ``memory``, one more call for the peak alone,
-    whose peak bytes and result come back too."""
+    """Seconds of each of ``runs`` calls of ``run``; with ``memory``, one more call
+    for the peak alone, whose peak bytes and result come back too."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -148,32 +150,28 @@ def measure(
     return times, memory.peak(), out
 
 
+def median_after(run: Callable[[], Any], warmup: int, runs: int, device: torch.device) -> float:
+    """Median seconds of ``runs`` calls of ``run`` after ``warmup`` untimed ones."""
+    return statistics.median(measure(run, warmup + runs, device)[0][warmup:])
+
+
 def timings(times: list[float], warmup: int, per_run: int, peak: int, compiled: bool) -> dict:
-    """A worker's timing fields: median seconds of the runs after ``warmup``,
-    images/s (``per_run`` images a run), peak bytes, the raw times and, for a
-    compiled run, the warm-up time beyond that many median runs."""
+    """A worker's timing fields: median seconds after ``warmup``, images/s, peak,
+    the raw times and, when ``compiled``, the warm-up beyond that many medians."""
     median = statistics.median(times[warmup:])
-    compile_s = sum(times[:warmup]) - warmup * median if compiled else None
     return {
         "time_s": median,
         "images_per_s": per_run / median,
         "peak_bytes": peak,
         "warmup_s": times[:warmup],
         "times_s": times[warmup:],
-        "compile_s": compile_s,
+        "compile_s": sum(times[:warmup]) - warmup * median if compiled else None,
     }
 
 
 def environment(device: str, threads: int) -> dict:
     """Device, versions, threads and load average."""
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in _lines("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
+    cpu = proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
@@ -203,60 +201,26 @@ def describe(env: dict) -> str:
     )
 
 
-def parse_args(argv: list[str], prog: str, doc: str, options: list) -> argparse.Namespace:
-    """``argv`` parsed with ``options``, ``(flag, add_argument kwargs)`` pairs;
-    ``doc`` (the module docstring) is the ``--help`` description."""
+def parse_args(argv: list[str], module: str, doc: str, options: dict) -> argparse.Namespace:
+    """``argv`` parsed with ``options`` ({flag: add_argument kwargs}) for the
+    subcommand of ``module`` (its ``__name__``), ``doc`` the ``--help`` text."""
+    prog = "benchmark.py " + module.rsplit(".", 1)[-1]
     p = argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for flag, kwargs in options:
+    for flag, kwargs in options.items():
         p.add_argument(flag, **kwargs)
     return p.parse_args(argv)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> (512, 1024)."""
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
+def parse_size(text: str) -> list[int]:
+    """``"512x1024"`` -> [512, 1024]."""
+    return [int(v) for v in text.lower().split("x")]
 
 
-def make_inputs(
-    count: int, width: int = 2048, height: int = 1024, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``count`` street-like samples: smooth (H, W, 3) uint8 images and (H, W)
-    uint8 labels of horizontal class bands in [0, 19) with void (255) blobs."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
-        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-        image = np.clip(image.astype(np.int16) + rng.integers(-8, 8, image.shape), 0, 255)
-        bands = np.sort(rng.choice(np.arange(1, height), 7, replace=False))
-        label = np.searchsorted(bands, np.arange(height))[:, None].repeat(width, 1)
-        label = (label * 2 + (np.arange(width)[None] // 300) % 2).astype(np.uint8) % 19
-        for _ in range(5):
-            y, x = rng.integers(0, height - 100), rng.integers(0, width - 200)
-            label[y : y + 100, x : x + 200] = 255
-        samples.append((image.astype(np.uint8), label))
-    return samples
-
-
-def write_tree(
-    root: Path, count: int, width: int, height: int, classes: int = 19, ignore: int = 255
-) -> Path:
-    """:func:`make_inputs` as PNG pairs in the folder layout images/train,
-    masks/train (labels modulo ``classes``, void as ``ignore``); returns ``root``."""
-    from PIL import Image
-
-    for sub in ("images/train", "masks/train"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i, (image, label) in enumerate(make_inputs(count, width, height)):
-        Image.fromarray(image).save(root / "images/train" / f"{i:04d}.png")
-        mask = np.where(label == 255, ignore, label % classes).astype(np.uint8)
-        Image.fromarray(mask).save(root / "masks/train" / f"{i:04d}.png")
-    return root
+def log(*parts: Any) -> None:
+    """A progress line on stderr (the table goes to stdout)."""
+    print(" ", *parts, file=sys.stderr, flush=True)
 
 
 def ratio(value: float | None, base: float | None) -> str:

@@ -1,41 +1,46 @@
-"""python tools/benchmark.py heads [--sizes 97x97,128x128,128x256] [--repeats 3] ...
-
-Dense non-local (matmul, SDPA), APNB (matmul, SDPA), AFNB and the whole ANN
-head: median time of forward (eval, no_grad) and forward+backward (train) and
-peak memory above the weights and inputs, each (case, size, mode) in its own
-worker, with ratios against dense non-local (matmul).
-"""
+"""Non-local blocks (dense, APNB, AFNB, the ANN head; matmul vs SDPA): median
+forward (eval) and forward+backward (train) time and peak memory above the
+weights and inputs, each in its own worker, against dense non-local (matmul)."""
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
-import sys
 
 import torch
 from torch import nn
 
 from ann.benchmarks import harness
 
-CASES = ("nl_matmul", "nl_sdpa", "apnb_matmul", "apnb_sdpa", "afnb_matmul", "afnb_sdpa", "ann_head")
-LABELS = dict(
-    zip(
-        CASES,
-        [
-            "Non-local (matmul)",
-            "Non-local (SDPA)",
-            "APNB (matmul)",
-            "APNB (SDPA)",
-            "AFNB (matmul)",
-            "AFNB (SDPA)",
-            "ANN head (SDPA)",
-        ],
-        strict=True,
-    )
-)
-BASELINE = "nl_matmul"
-SHARED = ("repeats", "warmup", "channels", "key", "value", "device")
+LABELS = {
+    "nl_matmul": "Non-local (matmul)",
+    "nl_sdpa": "Non-local (SDPA)",
+    "apnb_matmul": "APNB (matmul)",
+    "apnb_sdpa": "APNB (SDPA)",
+    "afnb_matmul": "AFNB (matmul)",
+    "afnb_sdpa": "AFNB (SDPA)",
+    "ann_head": "ANN head (SDPA)",
+}
+CASES, BASELINE = tuple(LABELS), "nl_matmul"
+INTS = {"repeats": 3, "warmup": 1, "channels": 2048, "key": 256, "value": 256}
+
+
+def options() -> dict:
+    """The command line (the memory limit's default: 70 % of what is free now)."""
+    free = harness.proc_kib("/proc/meminfo", "MemAvailable") * 1024 or 1 << 40
+    return {
+        "--sizes": dict(default="97x97,128x128,128x256", help="HxW feature maps"),
+        "--cases": dict(default=",".join(CASES), help=f"subset of {','.join(CASES)}"),
+        "--modes": dict(default="eval,train"),
+        **{f"--{k}": dict(type=int, default=v) for k, v in INTS.items()},
+        "--threads": dict(type=int, default=torch.get_num_threads()),
+        "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu"),
+        "--max-mem-gib": dict(
+            type=float,
+            default=round(0.7 * free / 2**30, 1),
+            help="skip cases estimated above this (default 70%% of MemAvailable)",
+        ),
+    }
 
 
 def build(case: str, c: int, key: int, value: int) -> tuple[nn.Module, list[int]]:
@@ -71,31 +76,12 @@ def worker(spec: dict) -> dict:
     module, (h, w) = module.to(device).train(train), spec["size"]
     inputs = [torch.randn(1, c, h, w, device=device, requires_grad=train) for c in in_ch]
     memory = harness.PeakMemory(device)
-    runs = spec["warmup"] + spec["repeats"]
-    times, peak, _ = harness.measure(
-        lambda: _step(case, module, inputs, train), runs, device, memory
-    )
+
+    def run() -> None:
+        _step(case, module, inputs, train)
+
+    times, peak, _ = harness.measure(run, spec["warmup"] + spec["repeats"], device, memory)
     return {"time_s": statistics.median(times[spec["warmup"] :]), "peak_bytes": peak}
-
-
-def profile(case: str, h: int, w: int, args: argparse.Namespace, rows: int = 15) -> dict:
-    """Prints torch.profiler's table of one fwd+bwd (after a warm-up step);
-    returns self CPU seconds per op."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    module, in_ch = build(case, args.channels, args.key, args.value)
-    inputs = [torch.randn(1, c, h, w, requires_grad=True) for c in in_ch]
-    _step(case, module.train(), inputs, train=True)
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        _step(case, module, inputs, train=True)
-    averages = prof.key_averages()
-    print(f"{LABELS[case]} fwd+bwd at 1x{sum(in_ch)}x{h}x{w}, {args.threads} threads")
-    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
-    ranked = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]
-    return {e.key: e.self_cpu_time_total / 1e6 for e in ranked}
 
 
 def estimate_bytes(case: str, h: int, w: int, mode: str, channels: int) -> int:
@@ -108,49 +94,12 @@ def estimate_bytes(case: str, h: int, w: int, mode: str, channels: int) -> int:
 
 def main(argv: list[str]) -> dict:
     """Runs the cases, prints the table, returns {"config", "results"}."""
-    available = harness.proc_kib("/proc/meminfo", "MemAvailable") * 1024 or 1 << 40
-    ints = [
-        ("repeats", 3),
-        ("warmup", 1),
-        ("channels", 2048),
-        ("key", 256),
-        ("value", 256),
-        ("threads", torch.get_num_threads()),
-    ]
-    args = harness.parse_args(
-        argv,
-        "benchmark.py heads",
-        __doc__,
-        [
-            ("--sizes", dict(default="97x97,128x128,128x256", help="HxW feature maps")),
-            ("--cases", dict(default=",".join(CASES), help=f"subset of {','.join(CASES)}")),
-            ("--modes", dict(default="eval,train")),
-            *((f"--{k}", dict(type=int, default=v)) for k, v in ints),
-            ("--device", dict(default="cuda" if torch.cuda.is_available() else "cpu")),
-            (
-                "--max-mem-gib",
-                dict(
-                    type=float,
-                    default=round(0.7 * available / 2**30, 1),
-                    help="skip cases estimated above this (default 70%% of MemAvailable)",
-                ),
-            ),
-            (
-                "--profile",
-                dict(
-                    action="store_true",
-                    help="instead: torch.profiler table of the first case's fwd+bwd at each size",
-                ),
-            ),
-        ],
-    )
-    sizes = [harness.parse_size(s) for s in args.sizes.split(",")]
-    cases, modes = args.cases.split(","), args.modes.split(",")
-    if args.profile:
-        return {f"{h}x{w}": profile(cases[0], h, w, args) for h, w in sizes}
-    results, shared = {}, {k: getattr(args, k) for k in SHARED}
+    args = harness.parse_args(argv, __name__, __doc__, options())
+    sizes, cases = [harness.parse_size(s) for s in args.sizes.split(",")], args.cases.split(",")
+    shared = {k: getattr(args, k) for k in (*INTS, "device")}
+    results = {}
     rows = [["size", "mode", "block", "time ms", "speedup", "peak MiB", "mem ratio"]]
-    for (h, w), mode in itertools.product(sizes, modes):
+    for (h, w), mode in itertools.product(sizes, args.modes.split(",")):
         by_case = results.setdefault(f"{h}x{w}", {}).setdefault(mode, {})
         for case in cases:
             need, limit = estimate_bytes(case, h, w, mode, args.channels), args.max_mem_gib
@@ -160,11 +109,11 @@ def main(argv: list[str]) -> dict:
                 if need > limit * 2**30
                 else harness.run_worker(worker, spec, args.threads)
             )
-            print(f"  {h}x{w} {mode:5s} {LABELS[case]:20s} {r}", file=sys.stderr, flush=True)
+            harness.log(f"{h}x{w} {mode:5s} {LABELS[case]:20s}", r)
         base = by_case.get(BASELINE, {})
         for case, r in by_case.items():
             cells = (
-                ["-", "-", "-", r["skipped"]]
+                ["-"] * 3 + [r["skipped"]]
                 if "skipped" in r
                 else [
                     f"{r['time_s'] * 1000:.0f}",

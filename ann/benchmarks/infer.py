@@ -1,25 +1,25 @@
-"""python tools/benchmark.py infer [--models ann_r50,ann_r101] [--size HxW] [--modes whole,slide]
-[--crop HxW] [--stride HxW] [--sets ...] [--repeats N] [--warmup N] [--device D]
-
-Inference of the segmentors (eval, no_grad, random weights, 19 classes) for
-option sets side by side, each (model, mode, set) in its own process: one
-(1, 3, H, W) image through ann.speed's forward_fn and infer_whole or
-infer_slide; time, peak memory and the logits against fp32 eager's.
-docs/performance.md describes the columns and the defaults.
-"""
+"""Inference of the segmentors (random weights) for speed option sets side by
+side, each (model, mode, set) in its own process: time, peak memory and the
+logits against fp32 eager's (docs/performance.md)."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import tempfile
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
 from ann.benchmarks import harness, options
 from ann.benchmarks.options import BASELINE
+
+OPTIONS = {
+    "--models": dict(default="ann_r50,ann_r101", help="configs/model names"),
+    "--size": dict(help="HxW image (CPU 128x256, CUDA 1024x2048)"),
+    "--modes": dict(default="whole,slide"),
+    "--crop": dict(help="HxW slide window (default 769/1024 of the height, square)"),
+    "--stride": dict(help="HxW slide step (default 513/1024 of the height)"),
+}
 
 
 def window_geometry(height: int) -> tuple[list[int], list[int]]:
@@ -33,18 +33,16 @@ def worker(spec: dict) -> dict:
     """One (model, mode, set) in this process: times, peak; the logits
     (1, K, H, W) are saved as ``spec["out_dir"]/SET.pt`` for the comparison."""
     from ann.evaluation.inference import infer_slide, infer_whole
-    from ann.models.pretrained import without_pretrained
     from ann.speed import configure_backends, forward_fn, prepare_model
 
     device, opts, warmup = options.start(spec)
-    overrides = [f"model={spec['model']}", "dataset=cityscapes", *spec["overrides"]]
-    cfg = harness.compose("train", overrides)
+    cfg = harness.model_config(spec["model"], *spec["overrides"])
     import ann.models  # noqa: F401 - imported before the base, so that it is not counted
 
     memory = harness.PeakMemory(device)
     configure_backends(device, cfg.trainer.cudnn_benchmark, cfg.trainer.tf32)
     torch.manual_seed(0)
-    model = instantiate(without_pretrained(cfg.model)).to(device).eval()
+    model = harness.build_model(cfg).to(device).eval()
     model = prepare_model(model, opts.channels_last, opts.compile, spec["compile_mode"])
     forward = forward_fn(model, opts.dtype, opts.channels_last)
     h, w = spec["size"]
@@ -61,9 +59,8 @@ def worker(spec: dict) -> dict:
 
 
 def compare(logits: torch.Tensor, base: torch.Tensor) -> dict:
-    """For (1, K, H, W) logits against the baseline's: the largest |Δlogit|,
-    also relative to the baseline's largest |logit| (random weights give logits
-    of any scale), and the share of pixels whose arg-max class agrees."""
+    """The largest |Δlogit| against the baseline's, also relative to its largest
+    |logit|, and the share of pixels whose arg-max class agrees."""
     diff = float((logits - base).abs().max())
     return {
         "max_abs_diff": diff,
@@ -74,58 +71,22 @@ def compare(logits: torch.Tensor, base: torch.Tensor) -> dict:
 
 def main(argv: list[str]) -> dict:
     """Runs every (model, mode, set), prints the table, returns {"config", "env", "results"}."""
-    args = options.parse(
-        argv,
-        "benchmark.py infer",
-        __doc__,
-        "repeats",
-        2,
-        [
-            ("--models", dict(default="ann_r50,ann_r101", help="configs/model names")),
-            ("--size", dict(help="HxW image (CPU 128x256, CUDA 1024x2048)")),
-            ("--modes", dict(default="whole,slide")),
-            ("--crop", dict(help="HxW slide window (default 769/1024 of the height, square)")),
-            ("--stride", dict(help="HxW slide step (default 513/1024 of the height)")),
-        ],
-    )
-    args.size = list(
-        harness.parse_size(args.size or ("128x256" if args.device == "cpu" else "1024x2048"))
+    args, env, shared = options.parse(argv, __name__, __doc__, "repeats", 2, OPTIONS)
+    args.size = harness.parse_size(
+        args.size or ("128x256" if args.device == "cpu" else "1024x2048")
     )
     crop, stride = window_geometry(args.size[0])
-    args.crop = list(harness.parse_size(args.crop)) if args.crop else crop
-    args.stride = list(harness.parse_size(args.stride)) if args.stride else stride
-    env = harness.environment(args.device, args.threads)
-    keys = (
-        "device",
-        "size",
-        "crop",
-        "stride",
-        "repeats",
-        "warmup",
-        "compile_mode",
-        "compile_cache",
-    )
-    shared = {**{k: getattr(args, k) for k in keys}, "overrides": args.override}
+    args.crop = harness.parse_size(args.crop) if args.crop else crop
+    args.stride = harness.parse_size(args.stride) if args.stride else stride
     results: dict = {}
-    rows = [
-        [
-            "model",
-            "mode",
-            "set",
-            "ms/image",
-            "img/s",
-            *options.SET_COLUMNS,
-            "rel max|Δlogit|",
-            "argmax agree %",
-            "note",
-        ]
-    ]
+    header = ["model", "mode", "set", "ms/image", "img/s", *options.SET_COLUMNS]
+    rows = [[*header, "rel max|Δlogit|", "argmax agree %", "note"]]
     for model, mode in itertools.product(args.models.split(","), args.modes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            job = {**shared, "model": model, "mode": mode, "out_dir": tmp}
-            by_set = results.setdefault(model, {})[mode] = options.run_sets(
-                worker, job, args, f"{model} {mode}"
-            )
+            job = {**shared, "size": args.size, "crop": args.crop, "stride": args.stride}
+            job.update(model=model, mode=mode, out_dir=tmp)
+            by_set = options.run_sets(worker, job, args, f"{model} {mode}")
+            results.setdefault(model, {})[mode] = by_set
             if (Path(tmp) / f"{BASELINE}.pt").is_file():
                 base = torch.load(Path(tmp) / f"{BASELINE}.pt")
                 for name, r in by_set.items():
@@ -136,13 +97,8 @@ def main(argv: list[str]) -> dict:
             diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"
             agree = f"{100 * r['argmax_agree']:.2f}" if "argmax_agree" in r else "-"
             rows.append([model, mode, name, *cells, diff, agree, r.get("skipped", "")])
-    env["loadavg_end"] = list(os.getloadavg())
     (h, w), (ch, cw), (sh, sw) = args.size, args.crop, args.stride
-    harness.print_table(
-        f"infer: 1x3x{h}x{w}, slide: {ch}x{cw} windows at stride {sh}x{sw}; {args.device}, "
-        f"{harness.describe(env)}; median of {args.repeats} after {args.warmup} warm-up (compile "
-        f"sets at least 2); ratios vs {BASELINE} eager (speedup: higher is faster; mem: peak / "
-        "fp32's); logits vs fp32's: max |Δlogit| / max |fp32 logit|",
-        rows,
-    )
+    what = f"infer: 1x3x{h}x{w}, slide: {ch}x{cw} windows at stride {sh}x{sw}"
+    note = "logits vs fp32's: max |Δlogit| / max |fp32 logit|"
+    options.print_sets_table(args, env, what, str(args.repeats), note, rows)
     return {"config": vars(args), "env": env, "results": results}

@@ -1,21 +1,21 @@
-"""Speed option sets, what the ``train`` and ``infer`` benchmarks compare: a
-precision (``fp32``, ``bf16`` or ``fp16`` autocast) with optional ``+cl``
-(channels_last) and ``+compile`` (torch.compile), e.g. ``bf16+cl+compile``;
-``all`` is the 12 combinations. :mod:`ann.speed` applies them, as training
-and evaluation do. Each set runs in its own worker; ratios are against fp32.
+"""Speed option sets, what ``train`` and ``infer`` compare: a precision
+(``fp32``, ``bf16`` or ``fp16`` autocast) with optional ``+cl`` (channels_last)
+and ``+compile``, e.g. ``bf16+cl+compile``; ``all`` is the 12 combinations
+(docs/performance.md). Each set runs in its own worker; ratios are against fp32.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from ann.benchmarks.harness import parse_args, ratio, run_worker
+from ann.benchmarks import harness
 from ann.speed import PRECISIONS
 
 BASELINE = "fp32"
@@ -41,8 +41,7 @@ class OptionSet(NamedTuple):
         return PRECISIONS[self.precision]
 
     def trainer_overrides(self, compile_mode: str) -> list[str]:
-        """``trainer.*`` Hydra overrides for a training run with this set
-        (``trainer.amp=true``: the dtype even where the device emulates it)."""
+        """``trainer.*`` Hydra overrides for a training run with this set."""
         amp = ["trainer.amp=true", f"trainer.amp_dtype={self.precision}"]
         return [
             *(amp if self.dtype else ["trainer.amp=false"]),
@@ -77,9 +76,8 @@ def parse_sets(text: str) -> list[OptionSet]:
 
 
 def cpu_fp16_skip(opts: OptionSet, device: str, allow: bool) -> str | None:
-    """Why fp16 autocast is left out on this CPU, or None to run it: without
-    native fp16 (AVX512-FP16, AMX-FP16) oneDNN's fp16 convolutions fall back to
-    reference kernels, ~10x slower than fp32 for ANN R-18's demo iteration."""
+    """Why fp16 autocast is left out on this CPU (no native fp16: oneDNN's reference
+    kernels, ~10x slower than fp32), or None to run it."""
     if opts.precision != "fp16" or device != "cpu" or allow:
         return None
     native = getattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", None)
@@ -89,10 +87,8 @@ def cpu_fp16_skip(opts: OptionSet, device: str, allow: bool) -> str | None:
 
 
 def start(spec: dict) -> tuple[torch.device, OptionSet, int]:
-    """A worker's device, option set and warm-up count (a compile set at least
-    2: the first compiles, the second catches a recompile). Unless
-    ``compile_cache``, torch.compile keeps off its on-disk caches, so that
-    "compile s" is what a first run on a machine pays, whatever ran before."""
+    """A worker's device, option set and warm-up count (a compile set at least 2);
+    torch.compile's on-disk caches off unless ``compile_cache`` (a cold compile)."""
     opts = OptionSet.parse(spec["set"])
     if opts.compile and not spec["compile_cache"]:
         torch.compiler.config.force_disable_caches = True
@@ -100,43 +96,35 @@ def start(spec: dict) -> tuple[torch.device, OptionSet, int]:
 
 
 def parse(
-    argv: list[str], prog: str, doc: str, runs: str, cpu_runs: int, extra: list
-) -> argparse.Namespace:
-    """The ``train`` / ``infer`` command line: the shared options, ``--{runs}``
-    (the timed count) and ``extra`` ``(flag, kwargs)`` pairs; fills the
-    device-dependent defaults of sets, timed runs and warm-up."""
-    cuda = torch.cuda.is_available()
-    args = parse_args(
-        argv,
-        prog,
-        doc,
-        [
-            ("--device", dict(default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])),
-            ("--sets", dict(help=f"comma list of option sets, or all (CPU {CPU_SETS}, CUDA all)")),
-            (f"--{runs}", dict(type=int, help=f"timed runs (CPU {cpu_runs}, CUDA 10)")),
-            ("--warmup", dict(type=int, help="untimed first runs (CPU 1, CUDA 3)")),
-            ("--compile-mode", dict(default="default")),
-            (
-                "--compile-cache",
-                dict(
-                    action="store_true",
-                    help="let torch.compile use its on-disk caches (default: a cold compile)",
-                ),
-            ),
-            ("--threads", dict(type=int, default=torch.get_num_threads())),
-            ("--cpu-fp16", dict(action="store_true", help="run fp16 on a CPU without native fp16")),
-            ("--override", dict(action="append", default=[], help="Hydra override, repeatable")),
-            ("--timeout", dict(type=float, help="seconds per set before it counts as failed")),
-            *extra,
-        ],
-    )
+    argv: list[str], module: str, doc: str, runs: str, cpu_runs: int, extra: dict
+) -> tuple[argparse.Namespace, dict, dict]:
+    """The ``train`` / ``infer`` options (``--{runs}``: timed runs) with ``extra``,
+    defaults filled per device; the environment; the fields every worker gets."""
+    cpu = not torch.cuda.is_available()
+    options = {
+        "--device": dict(default="cpu" if cpu else "cuda", choices=["cpu", "cuda"]),
+        "--sets": dict(help=f"comma list of option sets, or all (CPU {CPU_SETS}, CUDA all)"),
+        f"--{runs}": dict(type=int, help=f"timed runs (CPU {cpu_runs}, CUDA 10)"),
+        "--warmup": dict(type=int, help="untimed first runs (CPU 1, CUDA 3)"),
+        "--compile-mode": dict(default="default"),
+        "--compile-cache": dict(
+            action="store_true", help="let torch.compile use its on-disk caches (default: cold)"
+        ),
+        "--threads": dict(type=int, default=torch.get_num_threads()),
+        "--cpu-fp16": dict(action="store_true", help="run fp16 on a CPU without native fp16"),
+        "--override": dict(action="append", default=[], help="Hydra override, repeatable"),
+        "--timeout": dict(type=float, help="seconds per set before it counts as failed"),
+    }
+    args = harness.parse_args(argv, module, doc, {**options, **extra})
     on_cpu = args.device == "cpu"
     args.sets = args.sets or (CPU_SETS if on_cpu else "all")
     setattr(args, runs, getattr(args, runs) or (cpu_runs if on_cpu else 10))
     args.warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 3)
     if args.warmup < 1:
-        sys.exit(f"{prog}: error: --warmup must be at least 1 (the peak is taken after it)")
-    return args
+        sys.exit("error: --warmup must be at least 1 (the peak is taken after it)")
+    keys = ("device", runs, "warmup", "compile_mode", "compile_cache")
+    job = {**{k: getattr(args, k) for k in keys}, "overrides": args.override}
+    return args, harness.environment(args.device, args.threads), job
 
 
 def run_sets(fn: Callable[[dict], dict], job: dict, args: argparse.Namespace, label: str) -> dict:
@@ -145,15 +133,14 @@ def run_sets(fn: Callable[[dict], dict], job: dict, args: argparse.Namespace, la
     for opts in parse_sets(args.sets):
         skip = cpu_fp16_skip(opts, args.device, args.cpu_fp16)
         spec = {**job, "set": opts.name}
-        r = {"skipped": skip} if skip else run_worker(fn, spec, args.threads, args.timeout)
+        r = {"skipped": skip} if skip else harness.run_worker(fn, spec, args.threads, args.timeout)
         results[opts.name] = r
-        print(f"  {label} {opts.name}: {r}", file=sys.stderr, flush=True)
+        harness.log(label, f"{opts.name}:", r)
     return results
 
 
 def set_cells(r: dict, base: dict | None) -> list[str]:
-    """ms, img/s and :data:`SET_COLUMNS` of result ``r`` against ``base``
-    (fp32's); adds ``speedup`` and ``memory_ratio`` to ``r``."""
+    """ms, img/s and :data:`SET_COLUMNS` of ``r``; adds its ratios to fp32's ``base``."""
     if "skipped" in r:
         return ["-"] * (2 + len(SET_COLUMNS))
     base = base if base and "skipped" not in base else None
@@ -164,8 +151,21 @@ def set_cells(r: dict, base: dict | None) -> list[str]:
     return [
         f"{r['time_s'] * 1000:.0f}",
         f"{r['images_per_s']:.2f}",
-        ratio(base and base["time_s"], r["time_s"]),
+        harness.ratio(base and base["time_s"], r["time_s"]),
         f"{r['peak_bytes'] / 2**20:.0f}",
-        ratio(r["peak_bytes"], base and base["peak_bytes"]),
+        harness.ratio(r["peak_bytes"], base and base["peak_bytes"]),
         compile_s,
     ]
+
+
+def print_sets_table(
+    args: argparse.Namespace, env: dict, what: str, runs: str, note: str, rows: list
+) -> None:
+    """The table of a ``train`` / ``infer`` run; records the load average at its end."""
+    env["loadavg_end"] = list(os.getloadavg())
+    harness.print_table(
+        f"{what}; {args.device}, {harness.describe(env)}; median of {runs} after {args.warmup} "
+        f"warm-up (compile sets at least 2); ratios vs {BASELINE} eager (speedup: higher is "
+        f"faster; mem: peak / fp32's); {note}",
+        rows,
+    )

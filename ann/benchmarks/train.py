@@ -1,20 +1,12 @@
-"""python tools/benchmark.py train [--experiments demo,cityscapes_ann] [--model M] [--size HxW]
-[--batch B] [--sets ...] [--iters N] [--warmup N] [--device D] [--workers W] [--no-loader]
-
-Full training iterations of an experiment's model for option sets side by
-side, each in its own process on one seeded synthetic batch on the device,
-through the trainer's own build_training and train_step (ann.engine.build),
-random weights; one more row runs the first set on the trainer's loader.
-docs/performance.md describes the columns and the defaults.
-"""
+"""Full training iterations (the trainer's build_training and train_step, random
+weights) for speed option sets side by side, each in its own process on one
+synthetic batch, and one row on the trainer's loader (docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,11 +17,18 @@ from omegaconf import DictConfig
 from ann.benchmarks import harness, options
 from ann.benchmarks.options import BASELINE
 from ann.engine.build import build_training, train_loader
-from ann.models.pretrained import without_pretrained
 from ann.speed import prepare_model
 
 CPU_TARGETS = (("demo", None, None), ("cityscapes_ann", "257x257", 2))
 CUDA_TARGETS = (("cityscapes_ann", None, None), ("cityscapes_ann_r101_769", None, None))
+OPTIONS = {
+    "--experiments": dict(help="comma list of configs/experiment names"),
+    "--model": dict(help="a configs/model name instead of the experiments' own"),
+    "--size": dict(help="HxW crop for every target (default: the experiment's)"),
+    "--batch": dict(type=int, help="batch for every target (default: the experiment's)"),
+    "--workers": dict(type=int, help="loader row: workers (default: the experiment's)"),
+    "--no-loader": dict(action="store_true", help="leave out the real-loader row"),
+}
 
 
 def target_config(spec: dict) -> DictConfig:
@@ -46,8 +45,7 @@ def target_config(spec: dict) -> DictConfig:
 
 
 def synthetic_batch(cfg: DictConfig, device: torch.device) -> dict:
-    """A seeded batch on the device: image (B, 3, H, W) float32 ~ N(0, 1)
-    (normalised pixels), mask (B, H, W) int64 uniform over the classes."""
+    """A seeded batch of the config's size on the device: N(0, 1) images, uniform labels."""
     g = torch.Generator().manual_seed(0)
     b, k = int(cfg.trainer.batch_size), int(cfg.dataset.num_classes)
     h, w = cfg.dataset.train.transforms.crop_size
@@ -57,10 +55,10 @@ def synthetic_batch(cfg: DictConfig, device: torch.device) -> dict:
 
 
 def loader_dataset(cfg: DictConfig, tmp: Path) -> tuple[torch.utils.data.Dataset, str]:
-    """The experiment's training set, or (when it is not on disk) 8 synthetic
-    street-like PNG pairs at the dataset's scale through its training
-    transforms; with a description for the table."""
+    """The experiment's training set, or 8 synthetic street scenes at its scale
+    through its transforms when it is not on disk; and the table's description."""
     from ann.data.folder import FolderDataset
+    from ann.data.synthetic import write_street_scenes
 
     try:
         dataset = instantiate(cfg.dataset.train)
@@ -71,9 +69,9 @@ def loader_dataset(cfg: DictConfig, tmp: Path) -> tuple[torch.utils.data.Dataset
     tcfg = cfg.dataset.train.transforms
     scale = tcfg.get("scale")
     w, h = (max(scale), min(scale)) if scale else tuple(tcfg.crop_size)[::-1]
-    w, h = max(w, 256), max(h, 128)  # make_inputs' smallest street scene
+    w, h = max(w, 256), max(h, 128)  # the smallest street scene
     k, ignore = int(cfg.dataset.num_classes), int(cfg.dataset.ignore_index)
-    harness.write_tree(tmp, 8, w, h, classes=k, ignore=ignore)
+    write_street_scenes(tmp, 8, w, h, classes=k, ignore=ignore)
     classes = [str(i) for i in range(k)]
     dataset = FolderDataset(
         tmp, "train", classes, transforms=instantiate(tcfg), ignore_index=ignore
@@ -94,8 +92,7 @@ def worker(spec: dict) -> dict:
 
     memory = harness.PeakMemory(device)
     torch.manual_seed(0)
-    model = instantiate(without_pretrained(cfg.model)).to(device)
-    parts = build_training(cfg, model, device)
+    parts = build_training(cfg, harness.build_model(cfg).to(device), device)
     mode = spec["compile_mode"]  # compiled last, as the trainer does
     parts.model = prepare_model(parts.model, compile=opts.compile, compile_mode=mode).train()
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +105,10 @@ def worker(spec: dict) -> dict:
             data, batches = "synthetic", itertools.repeat(synthetic_batch(cfg, device))
         steps: list[tuple[dict, float]] = []
         torch.manual_seed(0)  # the same dropout masks in every set
-        step = lambda: steps.append(parts.step(batches))  # noqa: E731
+
+        def step() -> None:
+            steps.append(parts.step(batches))
+
         times, peak, _ = harness.measure(step, warmup + spec["iters"], device, memory)
         batches = None  # stops the loader's workers before the folder goes
     batch = int(cfg.trainer.batch_size)
@@ -124,11 +124,9 @@ def worker(spec: dict) -> dict:
 
 def targets(args: argparse.Namespace) -> list[dict]:
     """The (experiment, model, size, batch) specs to run, resolved against the configs."""
-    chosen = (
-        [(e, None, None) for e in args.experiments.split(",")]
-        if args.experiments
-        else (CPU_TARGETS if args.device == "cpu" else CUDA_TARGETS)
-    )
+    chosen = CPU_TARGETS if args.device == "cpu" else CUDA_TARGETS
+    if args.experiments:
+        chosen = [(e, None, None) for e in args.experiments.split(",")]
     specs = []
     for experiment, size, batch in chosen:
         size = args.size or size
@@ -136,16 +134,16 @@ def targets(args: argparse.Namespace) -> list[dict]:
             "experiment": experiment,
             "model": args.model,
             "workers": args.workers,
-            "size": list(harness.parse_size(size)) if size else None,
+            "size": harness.parse_size(size) if size else None,
             "batch": args.batch or batch,
             "overrides": args.override,
         }
         cfg = target_config(spec)
         (h, w), b = cfg.dataset.train.transforms.crop_size, int(cfg.trainer.batch_size)
-        spec.update(size=[h, w], batch=b)
         head = cfg.model.decode_head._target_.rsplit(".", 1)[-1]
         depth = cfg.model.backbone.get("depth", "?")
-        specs.append({**spec, "label": f"{experiment}: {head} R-{depth} {b}x{h}x{w}"})
+        label = f"{experiment}: {head} R-{depth} {b}x{h}x{w}"
+        specs.append({**spec, "size": [h, w], "batch": b, "label": label})
     return specs
 
 
@@ -161,54 +159,25 @@ def _row(label: str, name: str, r: dict, base: dict | None, loss_ok: bool) -> li
 
 def main(argv: list[str]) -> dict:
     """Runs every (target, set), prints the table, returns {"config", "env", "targets"}."""
-    args = options.parse(
-        argv,
-        "benchmark.py train",
-        __doc__,
-        "iters",
-        3,
-        [
-            ("--experiments", dict(help="comma list of configs/experiment names")),
-            ("--model", dict(help="a configs/model name instead of the experiments' own")),
-            ("--size", dict(help="HxW crop for every target (default: the experiment's)")),
-            ("--batch", dict(type=int, help="batch for every target (default: the experiment's)")),
-            ("--workers", dict(type=int, help="loader row: workers (default: the experiment's)")),
-            ("--no-loader", dict(action="store_true", help="leave out the real-loader row")),
-        ],
-    )
-    env = harness.environment(args.device, args.threads)
-    shared = {
-        "device": args.device,
-        "iters": args.iters,
-        "warmup": args.warmup,
-        "compile_mode": args.compile_mode,
-        "compile_cache": args.compile_cache,
-    }
+    args, env, shared = options.parse(argv, __name__, __doc__, "iters", 3, OPTIONS)
     out = []
-    rows = [
-        ["target", "set", "iter ms", "img/s", *options.SET_COLUMNS, "loss@1", "Δloss rel", "data"]
-    ]
+    header = ["target", "set", "iter ms", "img/s", *options.SET_COLUMNS, "loss@1", "Δloss rel"]
+    rows = [[*header, "data"]]
     for spec in targets(args):
         job = {**spec, **shared, "loader": False}
         sets = options.run_sets(worker, job, args, spec["label"])
         entry = {k: spec[k] for k in ("experiment", "model", "size", "batch", "label")}
         out.append({**entry, "sets": sets})
         rows += [_row(spec["label"], name, r, sets.get(BASELINE), True) for name, r in sets.items()]
-        # The loader row: the first set that ran (fp16 may be skipped on a CPU).
+        # The loader row: the first set that ran (fp16 may be skipped on a CPU) on real
+        # batches, whose loss is not comparable with the synthetic batch's.
         ran = [name for name, r in sets.items() if "skipped" not in r]
         if not args.no_loader and ran:
             r = harness.run_worker(worker, {**job, "set": ran[0], "loader": True}, args.threads)
             out[-1]["loader"] = {"set": ran[0], **r}
-            print(f"  {spec['label']} loader: {out[-1]['loader']}", file=sys.stderr, flush=True)
-            # Real batches: its loss is not comparable with the synthetic batch's.
+            harness.log(spec["label"], "loader:", out[-1]["loader"])
             name = f"{ran[0]} + loader"
             rows.append(_row(spec["label"], name, out[-1]["loader"], sets.get(BASELINE), False))
-    env["loadavg_end"] = list(os.getloadavg())
-    harness.print_table(
-        f"train: {args.device}, {harness.describe(env)}; median of {args.iters} iterations after "
-        f"{args.warmup} warm-up (compile sets at least 2); ratios vs {BASELINE} eager "
-        "(speedup: higher is faster; mem: peak / fp32's); Δloss: first-iteration loss vs "
-        "fp32's, same batch",
-        rows,
-    )
+    note = "Δloss: first-iteration loss vs fp32's, same batch"
+    options.print_sets_table(args, env, "train", f"{args.iters} iterations", note, rows)
     return {"config": vars(args), "env": env, "targets": out}

@@ -8,6 +8,8 @@ matter) is outlined by a thin frame, and the frame's colour is the object's
 class. To label a pixel in the middle of an object a model must find the
 object's frame, up to a quarter of the image away: it needs context, which is
 what the non-local heads aggregate.
+
+Also street-like scenes (:func:`street_scenes`) for the benchmarks.
 """
 
 from __future__ import annotations
@@ -120,6 +122,44 @@ def generate_shapes(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def street_scenes(
+    count: int, width: int = 2048, height: int = 1024, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` street-like samples (for the benchmarks): smooth (H, W, 3) uint8
+    images and (H, W) uint8 labels of horizontal class bands in [0, 19) with
+    void (255) blobs; at least 256x128."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(count):
+        small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        image = np.clip(image.astype(np.int16) + rng.integers(-8, 8, image.shape), 0, 255)
+        bands = np.sort(rng.choice(np.arange(1, height), 7, replace=False))
+        label = np.searchsorted(bands, np.arange(height))[:, None].repeat(width, 1)
+        label = (label * 2 + (np.arange(width)[None] // 300) % 2).astype(np.uint8) % 19
+        for _ in range(5):
+            y, x = rng.integers(0, height - 100), rng.integers(0, width - 200)
+            label[y : y + 100, x : x + 200] = 255
+        samples.append((image.astype(np.uint8), label))
+    return samples
+
+
+def write_street_scenes(
+    root: Path, count: int, width: int, height: int, classes: int = 19, ignore: int = 255
+) -> Path:
+    """:func:`street_scenes` as PNG pairs in the folder layout images/train,
+    masks/train (labels modulo ``classes``, void as ``ignore``); returns ``root``."""
+    for sub in ("images/train", "masks/train"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(street_scenes(count, width, height)):
+        Image.fromarray(image).save(root / "images/train" / f"{i:04d}.png")
+        mask = np.where(label == 255, ignore, label % classes).astype(np.uint8)
+        Image.fromarray(mask).save(root / "masks/train" / f"{i:04d}.png")
     return root
 
 

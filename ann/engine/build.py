@@ -39,10 +39,13 @@ class Training:
     clip_grad: float | None
     device: torch.device
 
-    def step(self, data_iter: Iterator[dict]) -> tuple[dict[str, torch.Tensor], float]:
-        """:func:`train_step` with these parts."""
+    def step(
+        self, data_iter: Iterator[dict], model: nn.Module | None = None
+    ) -> tuple[dict[str, torch.Tensor], float]:
+        """:func:`train_step` with these parts; ``model``: the same model
+        wrapped (DDP, torch.compile), else ``self.model``."""
         return train_step(
-            self.model,
+            model or self.model,
             data_iter,
             self.optimizer,
             self.scheduler,

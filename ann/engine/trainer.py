@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ann import dist
 from ann.config.schema import check_config
 from ann.data.loader import worker_deaths
-from ann.engine.build import build_training, train_loader, train_step
+from ann.engine.build import build_training, train_loader
 from ann.engine.checkpoint import (
     has_checkpoint,
     link_checkpoint,
@@ -113,7 +113,7 @@ class Trainer:
             log_initialisation(cfg.model)
         if dist.get_world_size() > 1 and self.device.type == "cuda" and self.tcfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        parts = build_training(cfg, model, self.device)
+        self.parts = parts = build_training(cfg, model, self.device)
         self.model, self.channels_last = parts.model, parts.channels_last
         self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
         self.amp_dtype, self.scaler = parts.amp_dtype, parts.scaler
@@ -248,19 +248,7 @@ class Trainer:
         Returns the loss terms (averaged over batches and ranks, detached)
         and the time spent waiting for data.
         """
-        clip = self.tcfg.get("clip_grad")
-        return train_step(
-            self.model,
-            data_iter,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            device=self.device,
-            dtype=self.amp_dtype,
-            channels_last=self.channels_last,
-            accumulate=self.accumulate,
-            clip_grad=float(clip) if clip else None,
-        )
+        return self.parts.step(data_iter, self.model)
 
     def run(self) -> dict:
         max_iters = int(self.tcfg.max_iters)
