@@ -187,6 +187,7 @@ def test_ade20k_variable_sizes(tmp_path: Path) -> None:
     assert [Image.open(m).size for m in masks] == [(683, 512), (512, 768), (1365, 1024)]
 
 
+@pytest.mark.integration
 def test_voc_aug_real_sizes(tmp_path: Path) -> None:
     """VOC 2012 + SBD at VOC's sizes (about 500×375), prepared with
     scripts/prepare_voc_aug.py, then the voc_aug recipe."""

@@ -72,6 +72,7 @@ def test_resume_with_finished_run_does_nothing(shapes_root: Path, tmp_path: Path
     assert "nothing to do" in (tmp_path / "train.log").read_text()
 
 
+@pytest.mark.integration
 def test_sigterm_saves_and_the_resumed_run_is_exact(shapes_root: Path, tmp_path: Path) -> None:
     extra = [TEST_CONFIGS, "model=tiny_gn", "trainer.max_iters=40", "trainer.val_interval=100"]
     extra += ["trainer.ckpt_interval=100"]
