@@ -174,6 +174,8 @@ def test_recipe_trains_and_evaluates(prepared, tmp_path: Path) -> None:
         "experiment=pascal_context_ann",
         f"dataset.root={root}",
         "model=ann_r18",
+        # the recipe's head part has R-50/101 channels; the small model's own
+        "model/decode_head=ann_r18",
         "dataset.crop_size=[32,32]",
         "dataset.scale=[96,64]",
         "evaluator.num_workers=0",

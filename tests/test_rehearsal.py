@@ -226,6 +226,7 @@ def test_pascal_context_real_sizes(tmp_path: Path) -> None:
     _prepare("prepare_pascal_context.py", str(tmp_path / "VOCdevkit"), str(json_path))
     run = tmp_path / "run"
     common = _common(tmp_path, run, "pascal_context_ann", "[256,256]")
+    common.append("model/decode_head=ann_r18")  # the recipe's head part is R-50/101-sized
     _train_and_resume([*common, "evaluator.scales=[1.0]", "evaluator.flip=false"], run)
 
     metrics = _eval(common, run, tmp_path / "eval", "evaluator.scales=[0.5,1.0]")
