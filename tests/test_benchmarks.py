@@ -33,26 +33,8 @@ def test_heads_worker_toy(case: str, mode: str) -> None:
 def test_heads_table_and_json(monkeypatch, capsys) -> None:
     """The whole subcommand, workers in this process: JSON keys and ratio columns."""
     monkeypatch.setenv("ANN_BENCH_IN_PROCESS", "1")
-    out = heads.main(
-        [
-            "--sizes",
-            "9x11",
-            "--cases",
-            "nl_matmul,apnb_sdpa",
-            "--modes",
-            "eval",
-            "--channels",
-            "32",
-            "--key",
-            "8",
-            "--value",
-            "8",
-            "--repeats",
-            "1",
-            "--device",
-            "cpu",
-        ]
-    )
+    argv = "--sizes 9x11 --cases nl_matmul,apnb_sdpa --modes eval --channels 32 --key 8 --value 8"
+    out = heads.main([*argv.split(), "--repeats", "1", "--device", "cpu"])
     json.dumps(out)
     assert set(out) == {"config", "results"} and out["config"]["channels"] == 32
     assert set(out["results"]["9x11"]["eval"]) == {"nl_matmul", "apnb_sdpa"}
@@ -117,6 +99,8 @@ def test_compose_finds_configs_from_the_package() -> None:
 
 # -- train and infer (issue #11): option sets side by side ---------------------
 
+TINY_TRAIN = "--device cpu --experiments demo --size 33x33 --batch 2"
+
 
 def test_option_sets_parse() -> None:
     from ann.benchmarks.options import ALL_SETS, OptionSet, cpu_fp16_skip, parse_sets
@@ -157,33 +141,10 @@ def test_train_benchmark_tiny(shapes_root, one_thread, monkeypatch) -> None:
 
     monkeypatch.setattr(train, "build_training", spy)
 
+    argv = f"{TINY_TRAIN} --iters 1 --warmup 1 --sets fp32,bf16,bf16+cl --workers 0"
+    overrides = [f"dataset.root={shapes_root}", "dataset.num_train=16", "dataset.num_val=6"]
     out = train.main(
-        [
-            "--device",
-            "cpu",
-            "--experiments",
-            "demo",
-            "--size",
-            "33x33",
-            "--batch",
-            "2",
-            "--iters",
-            "1",
-            "--warmup",
-            "1",
-            "--sets",
-            "fp32,bf16,bf16+cl",
-            "--workers",
-            "0",
-            "--threads",
-            one_thread,
-            "--override",
-            f"dataset.root={shapes_root}",
-            "--override",
-            "dataset.num_train=16",
-            "--override",
-            "dataset.num_val=6",
-        ]
+        [*argv.split(), "--threads", one_thread, *(f"--override={o}" for o in overrides)]
     )
     json.dumps(out)  # tools/benchmark.py writes it as JSON
     assert out["env"]["threads"] == 1 and out["env"]["torch"] == torch.__version__
@@ -254,24 +215,8 @@ def test_train_benchmark_synthetic_loader_fallback(tmp_path) -> None:
 def test_infer_benchmark_tiny(one_thread) -> None:
     from ann.benchmarks import infer
 
-    out = infer.main(
-        [
-            "--device",
-            "cpu",
-            "--models",
-            "ann_r18",
-            "--size",
-            "33x65",
-            "--repeats",
-            "1",
-            "--warmup",
-            "1",
-            "--sets",
-            "fp32,fp16,bf16+cl",
-            "--threads",
-            one_thread,
-        ]
-    )
+    argv = "--device cpu --models ann_r18 --size 33x65 --repeats 1 --warmup 1"
+    out = infer.main([*argv.split(), "--sets", "fp32,fp16,bf16+cl", "--threads", one_thread])
     json.dumps(out)
     assert out["config"]["crop"] == [25, 25] and out["config"]["stride"] == [17, 17]
     by_mode = out["results"]["ann_r18"]
@@ -317,7 +262,6 @@ def test_benchmark_worker_subprocess(tmp_path) -> None:
         "repeats": 1,
         "warmup": 1,
         "compile_mode": "default",
-        "compile_cache": False,
         "overrides": [],
         "model": "ann_r18",
         "mode": "whole",
@@ -337,27 +281,8 @@ def test_train_benchmark_compile_set(shapes_root) -> None:
     """torch.compile through the trainer's step in a subprocess (minutes on 2 CPUs)."""
     from ann.benchmarks import train
 
-    out = train.main(
-        [
-            "--device",
-            "cpu",
-            "--experiments",
-            "demo",
-            "--size",
-            "33x33",
-            "--batch",
-            "2",
-            "--iters",
-            "2",
-            "--sets",
-            "fp32,bf16+cl+compile",
-            "--no-loader",
-            "--threads",
-            "1",
-            "--override",
-            f"dataset.root={shapes_root}",
-        ]
-    )
+    argv = f"{TINY_TRAIN} --iters 2 --sets fp32,bf16+cl+compile --no-loader --threads 1"
+    out = train.main([*argv.split(), f"--override=dataset.root={shapes_root}"])
     sets = out["targets"][0]["sets"]
     r = sets["bf16+cl+compile"]
     assert "skipped" not in r, r

@@ -15,7 +15,7 @@ from ann.benchmarks import harness
 from ann.data.synthetic import street_scenes
 from ann.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, rescale_size
 
-CROP, SCALE, RATIOS, CAT_MAX = (512, 1024), (2048, 1024), (0.5, 2.0), 0.75
+CROP, SCALE, RATIOS, CAT_MAX, IGNORE = (512, 1024), (2048, 1024), (0.5, 2.0), 0.75, 255
 OPTIONS = {
     "--samples": dict(type=int, default=40, help="timed samples per pipeline"),
     "--threads": dict(type=int, default=1, help="torch and OpenCV threads"),
@@ -28,25 +28,24 @@ class TorchvisionTrainTransform:
     as it is usually written (resize the whole image, then crop): (H, W, 3)
     uint8, (H, W) uint8 -> (3, 512, 1024) float32, (512, 1024) int64."""
 
-    def __init__(self, ignore_index: int = 255) -> None:
+    def __init__(self) -> None:
         from torchvision.transforms import v2
 
-        self.ignore_index = ignore_index
         jitter = [{"brightness": 32 / 255}, {"contrast": 0.5}, {"saturation": 0.5}, {"hue": 0.1}]
-        # mmsegmentation's photometric steps, each with probability 0.5.
-        self.photometric = v2.Compose([v2.RandomApply([v2.ColorJitter(**j)]) for j in jitter])
-        self.normalize = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        # Flip, mmsegmentation's photometric steps (each with probability 0.5), normalisation:
+        # the image and mask are flipped together, the rest applies to the image alone.
+        self.tail = v2.Compose(
+            [v2.RandomHorizontalFlip(), *(v2.RandomApply([v2.ColorJitter(**j)]) for j in jitter)]
+            + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         )
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int | None = None) -> tuple:
+    def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int) -> tuple:
         from torchvision import tv_tensors
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
         rng = random.Random(seed)
-        if seed is not None:
-            torch.manual_seed(seed)
+        torch.manual_seed(seed)
         img = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         msk = tv_tensors.Mask(torch.from_numpy(mask))
         size = rescale_size(*image.shape[:2], SCALE, rng.uniform(*RATIOS))
@@ -56,15 +55,12 @@ class TorchvisionTrainTransform:
         for _ in range(11):  # the first box, then up to 10 redraws (cat_max_ratio)
             top, left = rng.randint(0, size[0] - ch), rng.randint(0, size[1] - cw)
             counts = torch.bincount(F.crop(msk, top, left, ch, cw).flatten(), minlength=256)
-            counts[self.ignore_index] = 0
+            counts[IGNORE] = 0
             if (counts > 0).sum() > 1 and counts.max() / counts.sum() < CAT_MAX:
                 break
-        img, msk = F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw)
-        if rng.random() < 0.5:
-            img, msk = F.horizontal_flip(img), F.horizontal_flip(msk)
+        img, msk = self.tail(F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw))
         pad = [0, 0, CROP[1] - cw, CROP[0] - ch]
-        img = F.pad(self.normalize(self.photometric(img)), pad, fill=0)
-        msk = F.pad(msk, pad, fill=self.ignore_index)
+        img, msk = F.pad(img, pad, fill=0), F.pad(msk, pad, fill=IGNORE)
         return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor).long()
 
 

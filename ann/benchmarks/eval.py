@@ -69,16 +69,15 @@ def bench_confusion(reps: int, device: torch.device, k: int = 19) -> dict:
     }
     if device.type == "cpu":  # numpy only
         fns["cityscapesscripts numpy path"] = cityscapes
-    times = {name: harness.median_after(fn, 1, reps, device) for name, fn in fns.items()}
+    results = {}
+    for name, fn in fns.items():
+        t = harness.median_after(fn, 1, reps, device)
+        results[name] = {"ms_per_update": 1e3 * t, "mpixel_per_s": pred.numel() / t / 1e6}
     # Each implementation saw the same pair reps + 1 times.
     one = confusion_matrix(pred_d, target_d, k, 255).cpu() * (reps + 1)
     agree = torch.equal(tm_fast.confmat.cpu().long(), one)
     if device.type == "cpu":
         agree &= torch.equal(torch.from_numpy(cs_conf[:k, :k].astype(np.int64)), one)
-    results = {
-        name: {"ms_per_update": 1e3 * t, "mpixel_per_s": pred.numel() / t / 1e6}
-        for name, t in times.items()
-    }
     return {"pixels": pred.numel(), "device": str(device), "agree": bool(agree), "results": results}
 
 

@@ -14,24 +14,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-def compose(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """configs/<name>.yaml with Hydra ``overrides``, as the tools compose it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(name, list(overrides))
+from ann.config.compose import compose  # configs/<name>.yaml with Hydra overrides
 
 
 def model_config(model: str, *overrides: str) -> DictConfig:
@@ -125,12 +115,6 @@ class PeakMemory:
         return max(proc_kib("/proc/self/status", "VmHWM") * 1024 - self.base, 0)
 
 
-def sync(device: torch.device) -> None:
-    """Waits for the device's queued work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(
     run: Callable[[], Any], runs: int, device: torch.device, memory: PeakMemory | None = None
 ) -> tuple[list[float], int | None, Any]:
@@ -140,14 +124,14 @@ def measure(
     for _ in range(runs):
         start = time.perf_counter()
         run()
-        sync(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     if memory is None:
         return times, None, None
     memory.reset()
     out = run()
-    sync(device)
-    return times, memory.peak(), out
+    return times, memory.peak(), out  # peak() waits for the device
 
 
 def median_after(run: Callable[[], Any], warmup: int, runs: int, device: torch.device) -> float:
@@ -172,7 +156,8 @@ def timings(times: list[float], warmup: int, per_run: int, peak: int, compiled: 
 def environment(device: str, threads: int) -> dict:
     """Device, versions, threads and load average."""
     cpu = proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
-    env = {
+    cuda = device == "cuda"
+    return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
         "torch": torch.__version__,
@@ -181,33 +166,17 @@ def environment(device: str, threads: int) -> dict:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "loadavg": list(os.getloadavg()),
-        "device_name": cpu,
+        "device_name": torch.cuda.get_device_name() if cuda else cpu,
+        **({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if cuda else {}),
     }
-    if device == "cuda":
-        env.update(
-            device_name=torch.cuda.get_device_name(),
-            cuda=torch.version.cuda,
-            cudnn=torch.backends.cudnn.version(),
-        )
-    return env
-
-
-def describe(env: dict) -> str:
-    """One line for a table's caption."""
-    load = ", ".join(f"{v:.1f}" for v in env["loadavg"])
-    return (
-        f"{env['device_name']}, torch {env['torch']}, {env['threads']} threads, "
-        f"load average {load} (of {env['cpu_count']} CPUs) at start"
-    )
 
 
 def parse_args(argv: list[str], module: str, doc: str, options: dict) -> argparse.Namespace:
     """``argv`` parsed with ``options`` ({flag: add_argument kwargs}) for the
     subcommand of ``module`` (its ``__name__``), ``doc`` the ``--help`` text."""
     prog = "benchmark.py " + module.rsplit(".", 1)[-1]
-    p = argparse.ArgumentParser(
-        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    formatter = argparse.RawDescriptionHelpFormatter  # keeps the docstring's lines
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=formatter)
     for flag, kwargs in options.items():
         p.add_argument(flag, **kwargs)
     return p.parse_args(argv)

@@ -4,6 +4,7 @@ weights and inputs, each in its own worker, against dense non-local (matmul)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 
@@ -23,24 +24,20 @@ LABELS = {
 }
 CASES, BASELINE = tuple(LABELS), "nl_matmul"
 INTS = {"repeats": 3, "warmup": 1, "channels": 2048, "key": 256, "value": 256}
-
-
-def options() -> dict:
-    """The command line (the memory limit's default: 70 % of what is free now)."""
-    free = harness.proc_kib("/proc/meminfo", "MemAvailable") * 1024 or 1 << 40
-    return {
-        "--sizes": dict(default="97x97,128x128,128x256", help="HxW feature maps"),
-        "--cases": dict(default=",".join(CASES), help=f"subset of {','.join(CASES)}"),
-        "--modes": dict(default="eval,train"),
-        **{f"--{k}": dict(type=int, default=v) for k, v in INTS.items()},
-        "--threads": dict(type=int, default=torch.get_num_threads()),
-        "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu"),
-        "--max-mem-gib": dict(
-            type=float,
-            default=round(0.7 * free / 2**30, 1),
-            help="skip cases estimated above this (default 70%% of MemAvailable)",
-        ),
-    }
+FREE_BYTES = harness.proc_kib("/proc/meminfo", "MemAvailable") * 1024 or 1 << 40
+OPTIONS = {
+    "--sizes": dict(default="97x97,128x128,128x256", help="HxW feature maps"),
+    "--cases": dict(default=",".join(CASES), help=f"subset of {','.join(CASES)}"),
+    "--modes": dict(default="eval,train"),
+    **{f"--{k}": dict(type=int, default=v) for k, v in INTS.items()},
+    "--threads": dict(type=int, default=torch.get_num_threads()),
+    "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu"),
+    "--max-mem-gib": dict(
+        type=float,
+        default=round(0.7 * FREE_BYTES / 2**30, 1),
+        help="skip cases estimated above this (default 70%% of MemAvailable)",
+    ),
+}
 
 
 def build(case: str, c: int, key: int, value: int) -> tuple[nn.Module, list[int]]:
@@ -76,10 +73,7 @@ def worker(spec: dict) -> dict:
     module, (h, w) = module.to(device).train(train), spec["size"]
     inputs = [torch.randn(1, c, h, w, device=device, requires_grad=train) for c in in_ch]
     memory = harness.PeakMemory(device)
-
-    def run() -> None:
-        _step(case, module, inputs, train)
-
+    run = functools.partial(_step, case, module, inputs, train)
     times, peak, _ = harness.measure(run, spec["warmup"] + spec["repeats"], device, memory)
     return {"time_s": statistics.median(times[spec["warmup"] :]), "peak_bytes": peak}
 
@@ -94,7 +88,7 @@ def estimate_bytes(case: str, h: int, w: int, mode: str, channels: int) -> int:
 
 def main(argv: list[str]) -> dict:
     """Runs the cases, prints the table, returns {"config", "results"}."""
-    args = harness.parse_args(argv, __name__, __doc__, options())
+    args = harness.parse_args(argv, __name__, __doc__, OPTIONS)
     sizes, cases = [harness.parse_size(s) for s in args.sizes.split(",")], args.cases.split(",")
     shared = {k: getattr(args, k) for k in (*INTS, "device")}
     results = {}
@@ -112,17 +106,14 @@ def main(argv: list[str]) -> dict:
             harness.log(f"{h}x{w} {mode:5s} {LABELS[case]:20s}", r)
         base = by_case.get(BASELINE, {})
         for case, r in by_case.items():
-            cells = (
-                ["-"] * 3 + [r["skipped"]]
-                if "skipped" in r
-                else [
-                    f"{r['time_s'] * 1000:.0f}",
-                    harness.ratio(base.get("time_s"), r["time_s"]),
-                    f"{r['peak_bytes'] / 2**20:.0f}",
-                    harness.ratio(base.get("peak_bytes"), max(r["peak_bytes"], 1)),
-                ]
-            )
-            rows.append([f"{h}x{w}", mode, LABELS[case], *cells])
+            row = [f"{h}x{w}", mode, LABELS[case]]
+            if "skipped" in r:
+                rows.append([*row, "-", "-", "-", r["skipped"]])
+                continue
+            time_ms, mib = f"{r['time_s'] * 1000:.0f}", f"{r['peak_bytes'] / 2**20:.0f}"
+            speedup = harness.ratio(base.get("time_s"), r["time_s"])
+            memory = harness.ratio(base.get("peak_bytes"), max(r["peak_bytes"], 1))
+            rows.append([*row, time_ms, speedup, mib, memory])
     harness.print_table(
         f"heads: in {args.channels} -> out {args.channels}, key {args.key}, value {args.value}, "
         f"batch 1, {args.device}, {args.threads} threads, median of {args.repeats}; "

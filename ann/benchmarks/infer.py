@@ -11,14 +11,13 @@ from pathlib import Path
 import torch
 
 from ann.benchmarks import harness, options
-from ann.benchmarks.options import BASELINE
 
 OPTIONS = {
     "--models": dict(default="ann_r50,ann_r101", help="configs/model names"),
-    "--size": dict(help="HxW image (CPU 128x256, CUDA 1024x2048)"),
+    "--size": dict(type=harness.parse_size, help="HxW image (CPU 128x256, CUDA 1024x2048)"),
     "--modes": dict(default="whole,slide"),
-    "--crop": dict(help="HxW slide window (default 769/1024 of the height, square)"),
-    "--stride": dict(help="HxW slide step (default 513/1024 of the height)"),
+    "--crop": dict(type=harness.parse_size, help="HxW slide window (default 769/1024 of H)"),
+    "--stride": dict(type=harness.parse_size, help="HxW slide step (default 513/1024 of H)"),
 }
 
 
@@ -72,28 +71,25 @@ def compare(logits: torch.Tensor, base: torch.Tensor) -> dict:
 def main(argv: list[str]) -> dict:
     """Runs every (model, mode, set), prints the table, returns {"config", "env", "results"}."""
     args, env, shared = options.parse(argv, __name__, __doc__, "repeats", 2, OPTIONS)
-    args.size = harness.parse_size(
-        args.size or ("128x256" if args.device == "cpu" else "1024x2048")
-    )
+    args.size = args.size or ([128, 256] if args.device == "cpu" else [1024, 2048])
     crop, stride = window_geometry(args.size[0])
-    args.crop = harness.parse_size(args.crop) if args.crop else crop
-    args.stride = harness.parse_size(args.stride) if args.stride else stride
+    args.crop, args.stride = args.crop or crop, args.stride or stride
+    shared.update(size=args.size, crop=args.crop, stride=args.stride)
     results: dict = {}
     header = ["model", "mode", "set", "ms/image", "img/s", *options.SET_COLUMNS]
     rows = [[*header, "rel max|Δlogit|", "argmax agree %", "note"]]
     for model, mode in itertools.product(args.models.split(","), args.modes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            job = {**shared, "size": args.size, "crop": args.crop, "stride": args.stride}
-            job.update(model=model, mode=mode, out_dir=tmp)
+            job = {**shared, "model": model, "mode": mode, "out_dir": tmp}
             by_set = options.run_sets(worker, job, args, f"{model} {mode}")
             results.setdefault(model, {})[mode] = by_set
-            if (Path(tmp) / f"{BASELINE}.pt").is_file():
-                base = torch.load(Path(tmp) / f"{BASELINE}.pt")
+            if (base_file := Path(tmp) / f"{options.BASELINE}.pt").is_file():
+                base = torch.load(base_file)
                 for name, r in by_set.items():
                     if "skipped" not in r:
                         r.update(compare(torch.load(Path(tmp) / f"{name}.pt"), base))
         for name, r in by_set.items():
-            cells = options.set_cells(r, by_set.get(BASELINE))
+            cells = options.set_cells(r, by_set.get(options.BASELINE))
             diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"
             agree = f"{100 * r['argmax_agree']:.2f}" if "argmax_agree" in r else "-"
             rows.append([model, mode, name, *cells, diff, agree, r.get("skipped", "")])

@@ -1,8 +1,7 @@
 """Speed option sets, what ``train`` and ``infer`` compare: a precision
 (``fp32``, ``bf16`` or ``fp16`` autocast) with optional ``+cl`` (channels_last)
 and ``+compile``, e.g. ``bf16+cl+compile``; ``all`` is the 12 combinations
-(docs/performance.md). Each set runs in its own worker; ratios are against fp32.
-"""
+(docs/performance.md). Each set runs in its own worker; ratios are against fp32."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from typing import NamedTuple
 import torch
 
 from ann.benchmarks import harness
-from ann.speed import PRECISIONS
+from ann.speed import PRECISIONS, native_support
 
 BASELINE = "fp32"
 CPU_SETS = "fp32,bf16,fp16,fp32+cl,bf16+cl"
@@ -40,15 +39,12 @@ class OptionSet(NamedTuple):
         """The autocast dtype, None for fp32."""
         return PRECISIONS[self.precision]
 
-    def trainer_overrides(self, compile_mode: str) -> list[str]:
-        """``trainer.*`` Hydra overrides for a training run with this set."""
+    def trainer_overrides(self) -> list[str]:
+        """The ``trainer.*`` Hydra overrides of this set that ``build_training`` reads
+        (compiling is left to its caller)."""
         amp = ["trainer.amp=true", f"trainer.amp_dtype={self.precision}"]
-        return [
-            *(amp if self.dtype else ["trainer.amp=false"]),
-            f"trainer.channels_last={str(self.channels_last).lower()}",
-            f"trainer.compile={str(self.compile).lower()}",
-            f"trainer.compile_mode={compile_mode}",
-        ]
+        layout = f"trainer.channels_last={str(self.channels_last).lower()}"
+        return [*(amp if self.dtype else ["trainer.amp=false"]), layout]
 
     @classmethod
     def parse(cls, text: str) -> OptionSet:
@@ -78,19 +74,21 @@ def parse_sets(text: str) -> list[OptionSet]:
 def cpu_fp16_skip(opts: OptionSet, device: str, allow: bool) -> str | None:
     """Why fp16 autocast is left out on this CPU (no native fp16: oneDNN's reference
     kernels, ~10x slower than fp32), or None to run it."""
-    if opts.precision != "fp16" or device != "cpu" or allow:
-        return None
-    native = getattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", None)
-    if native is not None and native():
-        return None
-    return "skipped: no native CPU fp16 (~10x slower); --cpu-fp16"
+    if opts.precision == "fp16" and device == "cpu" and not allow:
+        if not native_support(device, torch.float16)[0]:
+            return "skipped: no native CPU fp16 (~10x slower); --cpu-fp16"
+    return None
 
 
 def start(spec: dict) -> tuple[torch.device, OptionSet, int]:
-    """A worker's device, option set and warm-up count (a compile set at least 2);
-    torch.compile's on-disk caches off unless ``compile_cache`` (a cold compile)."""
+    """A worker's device, option set and warm-up count (a compile set at least 2).
+    A compile set compiles cold (torch.compile's on-disk caches off) and draws
+    random numbers from the eager RNG (the same dropout masks as fp32's)."""
     opts = OptionSet.parse(spec["set"])
-    if opts.compile and not spec["compile_cache"]:
+    if opts.compile:
+        from torch._inductor import config
+
+        config.fallback_random = True
         torch.compiler.config.force_disable_caches = True
     return torch.device(spec["device"]), opts, max(spec["warmup"], 2 if opts.compile else 1)
 
@@ -107,9 +105,6 @@ def parse(
         f"--{runs}": dict(type=int, help=f"timed runs (CPU {cpu_runs}, CUDA 10)"),
         "--warmup": dict(type=int, help="untimed first runs (CPU 1, CUDA 3)"),
         "--compile-mode": dict(default="default"),
-        "--compile-cache": dict(
-            action="store_true", help="let torch.compile use its on-disk caches (default: cold)"
-        ),
         "--threads": dict(type=int, default=torch.get_num_threads()),
         "--cpu-fp16": dict(action="store_true", help="run fp16 on a CPU without native fp16"),
         "--override": dict(action="append", default=[], help="Hydra override, repeatable"),
@@ -122,7 +117,7 @@ def parse(
     args.warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 3)
     if args.warmup < 1:
         sys.exit("error: --warmup must be at least 1 (the peak is taken after it)")
-    keys = ("device", runs, "warmup", "compile_mode", "compile_cache")
+    keys = ("device", runs, "warmup", "compile_mode")
     job = {**{k: getattr(args, k) for k in keys}, "overrides": args.override}
     return args, harness.environment(args.device, args.threads), job
 
@@ -147,15 +142,11 @@ def set_cells(r: dict, base: dict | None) -> list[str]:
     r["speedup"] = base["time_s"] / r["time_s"] if base else None
     has_peak = base is not None and base["peak_bytes"] > 0
     r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"] if has_peak else None
+    ms, mib = f"{r['time_s'] * 1000:.0f}", f"{r['peak_bytes'] / 2**20:.0f}"
+    speedup = harness.ratio(base and base["time_s"], r["time_s"])
+    memory = harness.ratio(r["peak_bytes"], base and base["peak_bytes"])
     compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
-    return [
-        f"{r['time_s'] * 1000:.0f}",
-        f"{r['images_per_s']:.2f}",
-        harness.ratio(base and base["time_s"], r["time_s"]),
-        f"{r['peak_bytes'] / 2**20:.0f}",
-        harness.ratio(r["peak_bytes"], base and base["peak_bytes"]),
-        compile_s,
-    ]
+    return [ms, f"{r['images_per_s']:.2f}", speedup, mib, memory, compile_s]
 
 
 def print_sets_table(
@@ -163,9 +154,11 @@ def print_sets_table(
 ) -> None:
     """The table of a ``train`` / ``infer`` run; records the load average at its end."""
     env["loadavg_end"] = list(os.getloadavg())
+    load = ", ".join(f"{v:.1f}" for v in env["loadavg"])
     harness.print_table(
-        f"{what}; {args.device}, {harness.describe(env)}; median of {runs} after {args.warmup} "
-        f"warm-up (compile sets at least 2); ratios vs {BASELINE} eager (speedup: higher is "
-        f"faster; mem: peak / fp32's); {note}",
+        f"{what}; {args.device}, {env['device_name']}, torch {env['torch']}, {env['threads']} "
+        f"threads, load average {load} (of {env['cpu_count']} CPUs) at start; median of {runs} "
+        f"after {args.warmup} warm-up (compile sets at least 2); ratios vs {BASELINE} eager "
+        f"(speedup: higher is faster; mem: peak / fp32's); {note}",
         rows,
     )

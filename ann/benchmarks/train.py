@@ -15,7 +15,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ann.benchmarks import harness, options
-from ann.benchmarks.options import BASELINE
 from ann.engine.build import build_training, train_loader
 from ann.speed import prepare_model
 
@@ -29,19 +28,6 @@ OPTIONS = {
     "--workers": dict(type=int, help="loader row: workers (default: the experiment's)"),
     "--no-loader": dict(action="store_true", help="leave out the real-loader row"),
 }
-
-
-def target_config(spec: dict) -> DictConfig:
-    """The experiment's config with the benchmark's model, crop, batch and overrides."""
-    extra = [f"model={spec['model']}"] if spec.get("model") else []
-    if spec.get("size"):
-        extra.append("dataset.train.transforms.crop_size=[{},{}]".format(*spec["size"]))
-    if spec.get("batch"):
-        extra.append(f"trainer.batch_size={spec['batch']}")
-    if spec.get("workers") is not None:
-        extra.append(f"trainer.num_workers={spec['workers']}")
-    experiment = f"experiment={spec['experiment']}"
-    return harness.compose("train", [experiment, *extra, *spec["overrides"]])
 
 
 def synthetic_batch(cfg: DictConfig, device: torch.device) -> dict:
@@ -72,22 +58,15 @@ def loader_dataset(cfg: DictConfig, tmp: Path) -> tuple[torch.utils.data.Dataset
     w, h = max(w, 256), max(h, 128)  # the smallest street scene
     k, ignore = int(cfg.dataset.num_classes), int(cfg.dataset.ignore_index)
     write_street_scenes(tmp, 8, w, h, classes=k, ignore=ignore)
-    classes = [str(i) for i in range(k)]
-    dataset = FolderDataset(
-        tmp, "train", classes, transforms=instantiate(tcfg), ignore_index=ignore
-    )
+    classes, transforms = [str(i) for i in range(k)], instantiate(tcfg)
+    dataset = FolderDataset(tmp, "train", classes, transforms=transforms, ignore_index=ignore)
     return dataset, f"synthetic {w}x{h} PNGs ({cfg.dataset.name} {missing})"
 
 
 def worker(spec: dict) -> dict:
     """One option set of one target in this process: times, peak, first losses."""
     device, opts, warmup = options.start(spec)
-    if opts.compile:  # dropout masks from the eager RNG, so that the first loss matches fp32's
-        from torch._inductor import config
-
-        config.fallback_random = True
-    overrides = [*spec["overrides"], *opts.trainer_overrides(spec["compile_mode"])]
-    cfg = target_config({**spec, "overrides": overrides})
+    cfg = harness.compose("train", [*spec["overrides"], *opts.trainer_overrides()])
     import ann.models  # noqa: F401 - imported before the base, so that it is not counted
 
     memory = harness.PeakMemory(device)
@@ -122,29 +101,32 @@ def worker(spec: dict) -> dict:
     }
 
 
-def targets(args: argparse.Namespace) -> list[dict]:
-    """The (experiment, model, size, batch) specs to run, resolved against the configs."""
+def targets(args: argparse.Namespace) -> list[tuple[dict, list[str]]]:
+    """Each target's entry (experiment, model, size, batch, label), resolved
+    against the configs, and the Hydra overrides of its config."""
     chosen = CPU_TARGETS if args.device == "cpu" else CUDA_TARGETS
     if args.experiments:
         chosen = [(e, None, None) for e in args.experiments.split(",")]
-    specs = []
+    out = []
     for experiment, size, batch in chosen:
         size = args.size or size
-        spec = {
-            "experiment": experiment,
+        crop = "[{},{}]".format(*harness.parse_size(size)) if size else None
+        keys = {
             "model": args.model,
-            "workers": args.workers,
-            "size": harness.parse_size(size) if size else None,
-            "batch": args.batch or batch,
-            "overrides": args.override,
+            "dataset.train.transforms.crop_size": crop,
+            "trainer.batch_size": args.batch or batch,
+            "trainer.num_workers": args.workers,
         }
-        cfg = target_config(spec)
+        overrides = [f"experiment={experiment}"]
+        overrides += [f"{k}={v}" for k, v in keys.items() if v is not None]
+        overrides += args.override
+        cfg = harness.compose("train", overrides)
         (h, w), b = cfg.dataset.train.transforms.crop_size, int(cfg.trainer.batch_size)
         head = cfg.model.decode_head._target_.rsplit(".", 1)[-1]
         depth = cfg.model.backbone.get("depth", "?")
-        label = f"{experiment}: {head} R-{depth} {b}x{h}x{w}"
-        specs.append({**spec, "size": [h, w], "batch": b, "label": label})
-    return specs
+        entry = {"experiment": experiment, "model": args.model, "size": [h, w], "batch": b}
+        out.append(({**entry, "label": f"{experiment}: {head} R-{depth} {b}x{h}x{w}"}, overrides))
+    return out
 
 
 def _row(label: str, name: str, r: dict, base: dict | None, loss_ok: bool) -> list[str]:
@@ -163,21 +145,21 @@ def main(argv: list[str]) -> dict:
     out = []
     header = ["target", "set", "iter ms", "img/s", *options.SET_COLUMNS, "loss@1", "Δloss rel"]
     rows = [[*header, "data"]]
-    for spec in targets(args):
-        job = {**spec, **shared, "loader": False}
-        sets = options.run_sets(worker, job, args, spec["label"])
-        entry = {k: spec[k] for k in ("experiment", "model", "size", "batch", "label")}
+    for entry, overrides in targets(args):
+        job, label = {**shared, "overrides": overrides, "loader": False}, entry["label"]
+        sets = options.run_sets(worker, job, args, label)
         out.append({**entry, "sets": sets})
-        rows += [_row(spec["label"], name, r, sets.get(BASELINE), True) for name, r in sets.items()]
+        base = sets.get(options.BASELINE)
+        rows += [_row(label, name, r, base, True) for name, r in sets.items()]
         # The loader row: the first set that ran (fp16 may be skipped on a CPU) on real
         # batches, whose loss is not comparable with the synthetic batch's.
         ran = [name for name, r in sets.items() if "skipped" not in r]
         if not args.no_loader and ran:
-            r = harness.run_worker(worker, {**job, "set": ran[0], "loader": True}, args.threads)
-            out[-1]["loader"] = {"set": ran[0], **r}
-            harness.log(spec["label"], "loader:", out[-1]["loader"])
-            name = f"{ran[0]} + loader"
-            rows.append(_row(spec["label"], name, out[-1]["loader"], sets.get(BASELINE), False))
+            spec = {**job, "set": ran[0], "loader": True}
+            r = {"set": ran[0], **harness.run_worker(worker, spec, args.threads, args.timeout)}
+            out[-1]["loader"] = r
+            harness.log(label, "loader:", r)
+            rows.append(_row(label, f"{ran[0]} + loader", r, base, False))
     note = "Δloss: first-iteration loss vs fp32's, same batch"
     options.print_sets_table(args, env, "train", f"{args.iters} iterations", note, rows)
     return {"config": vars(args), "env": env, "targets": out}
