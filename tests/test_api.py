@@ -193,14 +193,19 @@ def test_never_downloads(
     ckpt = tmp_path / "wants_imagenet.pth"
     torch.save(state, ckpt)
     calls = forbid_downloads(monkeypatch, tmp_path)
-    # The patches do intercept: building that model as training would, downloads.
+    # The patches do intercept: building that backbone as training would (at
+    # ImageNet's width: the demo's narrow one refuses ImageNet weights), downloads.
+    backbone = OmegaConf.create(state["config"]).model.backbone
+    backbone.base_channels = 64
     with pytest.raises(Exception, match="download"):
-        instantiate(OmegaConf.create(state["config"]).model)
+        instantiate(backbone)
     assert calls
     calls.clear()
     seg = Segmenter.from_checkpoint(ckpt, device="cpu")
     seg.predict(val_image(shapes_root))
-    Segmenter.from_config(experiment="demo", overrides=["model.backbone.pretrained=torchvision"])
+    Segmenter.from_config(
+        experiment="demo", overrides=["model=ann_r18", "model.backbone.pretrained=torchvision"]
+    )
     Segmenter.from_config(experiment="cityscapes_ann")  # pretrained=v1c, ResNet-50
     assert not calls
 

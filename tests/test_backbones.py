@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import ann.models.backbones as backbones
 from ann.errors import ConfigError
@@ -125,7 +126,7 @@ def test_bad_pretrained_through_tool_is_one_line(capsys: pytest.CaptureFixture) 
     from ann.cli import friendly_errors
     from conftest import compose_cfg
 
-    cfg = compose_cfg(["experiment=demo", "model.backbone.pretrained=/no/such/weights.pth"])
+    cfg = compose_cfg(["model=ann_r18", "model.backbone.pretrained=/no/such/weights.pth"])
     with pytest.raises(SystemExit) as info:
         friendly_errors(lambda c: instantiate(c.model))(cfg)
     assert info.value.code == 2
@@ -159,3 +160,59 @@ def test_authors_deep_base_imagenet_file(tmp_path: Path) -> None:
     for k, v in src.state_dict().items():
         torch.testing.assert_close(net.state_dict()[k], v, msg=k)
     assert net.layer1[0].conv1.in_channels == 128 and net.maxpool.ceil_mode
+
+
+@pytest.mark.parametrize(("depth", "stem"), [(18, "standard"), (50, "deep")])
+def test_base_channels_narrows_every_stage(depth: int, stem: str) -> None:
+    """base_channels=32 is the same network with every stage half as wide: the
+    same keys, each layer tensor's channel counts halved (the stem's kept), a
+    quarter of the stages' FLOPs, and torchvision's initialisation. ResNet-18's
+    layer1 then needs a 1×1 shortcut from the 64-wide stem, as mmsegmentation's
+    ResNet(base_channels=32) builds it."""
+    torch.manual_seed(0)
+    wide = ResNetBackbone(depth, stem=stem)
+    narrow = ResNetBackbone(depth, stem=stem, base_channels=32)
+    assert narrow.out_channels == [c // 2 for c in wide.out_channels]
+    wide_state, narrow_state = wide.state_dict(), narrow.state_dict()
+    shortcut = {k for k in narrow_state if k not in wide_state}
+    assert {k.startswith("layer1.0.downsample.") for k in shortcut} == (
+        {True} if depth == 18 else set()
+    )
+    assert [k for k in narrow_state if k not in shortcut] == list(wide_state)
+    for key, tensor in narrow_state.items():
+        if key in shortcut:
+            continue
+        full = wide_state[key].shape
+        if key.startswith("stem") or tensor.dim() == 0:
+            assert tensor.shape == full, key
+        elif tensor.dim() == 4:
+            reads_stem = key in ("layer1.0.conv1.weight", "layer1.0.downsample.0.weight")
+            expected = (full[0] // 2, full[1] if reads_stem else full[1] // 2, *full[2:])
+            assert tensor.shape == expected, key
+        else:
+            assert tensor.shape == (full[0] // 2,), key
+    conv = narrow.layer3[1].conv2.weight
+    fan_out = conv.shape[0] * conv.shape[2] * conv.shape[3]
+    assert abs(conv.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.05
+    assert torch.equal(narrow.layer3[1].bn2.weight, torch.ones(narrow.layer3[1].bn2.num_features))
+
+    def stage_flops(net: ResNetBackbone) -> int:
+        stem_out = net.maxpool(net.stem(torch.randn(1, 3, 64, 64)))
+        with FlopCounterMode(display=False) as counter:
+            x = stem_out
+            for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+                x = layer(x)
+        return counter.get_total_flops()
+
+    with torch.no_grad():
+        ratio = stage_flops(narrow) / stage_flops(wide)
+        feats = narrow.eval()(torch.randn(2, 3, 64, 64))
+    assert 0.25 <= ratio < 0.27
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (c, s, s) for c, s in zip(narrow.out_channels, (16, 8, 8, 8), strict=True)
+    ]
+
+
+def test_base_channels_refuses_imagenet_weights() -> None:
+    with pytest.raises(ConfigError, match="base_channels=32 fits no ImageNet weights"):
+        ResNetBackbone(18, stem="standard", base_channels=32, pretrained="torchvision")

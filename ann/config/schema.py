@@ -144,6 +144,7 @@ class BackboneSchema:
     stem: Literal["deep", "standard"] = _key(required=False)
     stem_channels: int = _key(ge=1, required=False)
     maxpool_ceil: bool = _key(required=False)
+    base_channels: int = _key(ge=1, required=False)
     pretrained: str | None = _key(required=False)
     norm_eval: bool = _key(required=False)
     frozen_stages: int = _key(ge=-1, le=4, required=False)

@@ -25,6 +25,34 @@ _WEIGHTS = {
 }
 
 
+def _narrow_stages(net: torchvision.models.ResNet, inplanes: int, base_channels: int) -> None:
+    """Rebuilds the four stages of ``net`` with widths base_channels × 1, 2, 4, 8.
+
+    Same blocks and depths, same key names and the same initialisation as
+    torchvision's constructor (Kaiming normal, fan-out; BN weight 1, bias 0).
+    """
+    block = type(net.layer1[0])
+    for i, name in enumerate(("layer1", "layer2", "layer3", "layer4")):
+        planes, stride = base_channels << i, 1 if i == 0 else 2
+        out = planes * block.expansion
+        down = None
+        if stride != 1 or inplanes != out:
+            down = nn.Sequential(
+                nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out)
+            )
+        blocks = [block(inplanes, planes, stride, down)]
+        blocks += [block(out, planes) for _ in range(len(getattr(net, name)) - 1)]
+        stage = nn.Sequential(*blocks)
+        for m in stage.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        setattr(net, name, stage)
+        inplanes = out
+
+
 def _dilate_layer(layer: nn.Sequential, dilation: int) -> None:
     """Removes the layer's stride and dilates its 3×3 convs in place.
 
@@ -55,6 +83,10 @@ class ResNetBackbone(nn.Module):
             and mmsegmentation, 128 for the authors' release (depth ≥ 50).
         maxpool_ceil: round the stem max-pool's output size up (the authors'
             release) instead of down.
+        base_channels: width of layer1, doubled at each later stage (64 in
+            every published model; mmsegmentation's ``base_channels``).
+            Narrower stages cost about (base_channels / 64)² of the FLOPs and
+            cannot take ImageNet weights: the CPU demo uses 32.
         pretrained: None (from scratch), ``"v1c"`` (the published V1c ImageNet
             weights for this depth, fetched into torch's hub cache),
             ``"torchvision"`` (torchvision's ImageNet weights) or a file path.
@@ -75,6 +107,7 @@ class ResNetBackbone(nn.Module):
         frozen_stages: int = -1,
         stem_channels: int = 64,
         maxpool_ceil: bool = False,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
@@ -89,6 +122,11 @@ class ResNetBackbone(nn.Module):
             raise ConfigError(
                 "model.backbone.stem_channels other than 64 needs stem=deep and depth >= 50, "
                 f"got stem_channels={stem_channels}, stem={stem!r}, depth={depth}"
+            )
+        if base_channels != 64 and pretrained:
+            raise ConfigError(
+                f"model.backbone.base_channels={base_channels} fits no ImageNet weights (they "
+                "are 64 wide): set model.backbone.pretrained=null or base_channels=64"
             )
         net = getattr(torchvision.models, _DEPTHS[depth])(weights=None)
         self.depth = depth
@@ -116,6 +154,8 @@ class ResNetBackbone(nn.Module):
                 first.downsample[0] = nn.Conv2d(stem_channels, out, 1, bias=False)
         else:
             self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        if base_channels != 64:
+            _narrow_stages(net, stem_channels, base_channels)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=maxpool_ceil)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1,
@@ -128,7 +168,7 @@ class ResNetBackbone(nn.Module):
         if output_stride == 8:
             _dilate_layer(self.layer3, 2)
         expansion = 4 if depth >= 50 else 1
-        self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.out_channels = [(base_channels << i) * expansion for i in range(4)]
         if pretrained:
             self.load_pretrained(pretrained)
         self._freeze()
