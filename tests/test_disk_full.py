@@ -235,16 +235,16 @@ def _mount_tmpfs(folder: Path, size_mb: int) -> str | None:
 
 @pytest.mark.integration
 def test_full_tmpfs_is_one_line_and_the_rerun_resumes(shapes_root: Path, tmp_path: Path) -> None:
-    """The demo model (~96 MB a checkpoint) on a 150 MB filesystem: the save
-    at 2 fits, the one at 4 does not; after the filesystem grows, the same
-    command resumes from iteration 2."""
+    """ann_r18 (~96 MB a checkpoint, the demo's model when a user hit this) on a
+    150 MB filesystem: the save at 2 fits, the one at 4 does not; after the
+    filesystem grows, the same command resumes from iteration 2."""
     disk = tmp_path / "disk"
     why = _mount_tmpfs(disk, 150)
     if why is not None:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {why}")
     try:
         run = disk / "run"
-        overrides = tiny_train_overrides(shapes_root, run)
+        overrides = tiny_train_overrides(shapes_root, run, "model=ann_r18")
         r = run_tool("train.py", overrides, timeout=240)
         assert r.returncode == 2, r.stderr[-3000:]
         line = _assert_one_error_line(r.stderr)
