@@ -124,6 +124,8 @@ def targets(args: argparse.Namespace) -> list[tuple[dict, list[str]]]:
         (h, w), b = cfg.dataset.train.transforms.crop_size, int(cfg.trainer.batch_size)
         head = cfg.model.decode_head._target_.rsplit(".", 1)[-1]
         depth = cfg.model.backbone.get("depth", "?")
+        width = cfg.model.backbone.get("base_channels", 64)
+        depth = depth if width == 64 else f"{depth} w{width}"  # the demo's narrow ResNet
         entry = {"experiment": experiment, "model": args.model, "size": [h, w], "batch": b}
         out.append(({**entry, "label": f"{experiment}: {head} R-{depth} {b}x{h}x{w}"}, overrides))
     return out
