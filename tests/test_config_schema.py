@@ -129,15 +129,26 @@ def test_a_group_covers_its_nested_groups() -> None:
         check_config(cfg, ("model",))
 
 
-def test_train_tool_reports_the_type_before_reading_data(tmp_path: Path) -> None:
-    """The issue's example: before, a TypeError from inside PolyLR."""
+@pytest.mark.parametrize(
+    ("tool", "override", "expected"),
+    [
+        # Before, a TypeError from inside PolyLR.
+        ("train.py", "trainer.max_iters=abc", "trainer.max_iters='abc': expected an integer ≥ 1"),
+        ("eval.py", "evaluator.mode=slid", "evaluator.mode='slid': expected one of whole, slide"),
+    ],
+)
+def test_tools_report_the_type_before_reading_data(
+    tool: str, override: str, expected: str, tmp_path: Path
+) -> None:
+    """One line, exit 2, before the (absent) dataset or checkpoint is read."""
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tools/train.py"),
+            str(ROOT / "tools" / tool),
             "experiment=cityscapes_ann",
             f"dataset.root={tmp_path / 'absent'}",
-            "trainer.max_iters=abc",
+            *([f"checkpoint={tmp_path / 'absent.pth'}"] if tool == "eval.py" else []),
+            override,
             f"output_dir={tmp_path / 'out'}",
         ],
         env=tool_env(),
@@ -147,30 +158,5 @@ def test_train_tool_reports_the_type_before_reading_data(tmp_path: Path) -> None
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: trainer.max_iters='abc': expected an integer ≥ 1 (got str)"
-    ]
+    assert proc.stderr.strip().splitlines() == [f"error: {expected} (got str)"]
     assert not (tmp_path / "out" / "checkpoints").exists()
-
-
-def test_eval_tool_checks_evaluator_keys_first(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools/eval.py"),
-            "experiment=cityscapes_ann",
-            f"dataset.root={tmp_path / 'absent'}",
-            f"checkpoint={tmp_path / 'absent.pth'}",
-            "evaluator.mode=slid",
-            f"output_dir={tmp_path / 'out'}",
-        ],
-        env=tool_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: evaluator.mode='slid': expected one of whole, slide (got str)"
-    ]
