@@ -197,14 +197,15 @@ def cross_entropy(
     avg_non_ignore: bool = False,
 ) -> Tensor:
     """mmseg's ``cross_entropy`` with reduction "mean": per-pixel class-weighted
-    losses (ignored pixels 0), then ``weight_reduce_loss``: the mean over all
-    pixels, or with ``avg_non_ignore`` the sum over (valid count + eps)."""
+    losses (ignored pixels 0), then ``weight_reduce_loss``: their sum over
+    (the number of pixels + float32 eps), or with ``avg_non_ignore`` over
+    (the valid count + eps); without class weights, as the ANN recipes."""
     loss = F.cross_entropy(
         logits, label, weight=class_weight, reduction="none", ignore_index=ignore_index
     )
-    if not avg_non_ignore:
-        return loss.mean()
-    avg_factor = label.numel() - (label == ignore_index).sum().item()
+    avg_factor = label.numel()
+    if avg_non_ignore:
+        avg_factor -= (label == ignore_index).sum().item()
     return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
 
 

@@ -1,0 +1,56 @@
+"""One training step of cityscapes_ann against mmsegmentation 1.2.2 itself
+(tests/reference/mmseg_real_step.py), not a re-implementation of it: losses,
+gradients, BN statistics and counters, eval logits, in float64."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "reference"
+
+
+@pytest.fixture(scope="module")
+def mmseg_packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pinned mmseg packages, installed from the package index."""
+    target = tmp_path_factory.mktemp("mmseg_packages")
+    requirements = REFERENCE / "mmseg-requirements.txt"
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+    proc = subprocess.run(
+        [*command, "-r", str(requirements)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return target
+
+
+def test_one_training_step_matches_mmsegmentation(mmseg_packages: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", str(REFERENCE / "mmseg_real_step.py")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(mmseg_packages), str(ROOT)])},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Both divide the loss sum by (pixels + float32 eps), a relative
+    # eps_over_pixels (3.6e-12) from a plain mean.
+    assert result["decode_loss"] < 1e-13 and result["aux_loss"] < 1e-13  # aux weight 0.4 in
+    assert result["grads"] < 1e-13, result["grads_worst"]
+    # Biases feeding a train-mode BN have an exact gradient of 0: noise on both sides.
+    assert result["dead_grad_tensors"] == 4 and result["dead_grads_vs_typical"] < 1e-12
+    assert result["bn_stats"] < 1e-13 and result["bn_counter_mismatches"] == 0
+    assert result["eval_logits"] < 1e-13
+    # APNB's shared query/key BN counts two updates per step in mmseg, as ours
+    # with query_key_bn_updates=2; with 1 its statistics visibly differ.
+    assert result["qk2_qk_bn_counter"] == result["mmseg_qk_bn_counter"] == 9
+    assert result["qk2_qk_bn_running_mean"] < 1e-13
+    assert result["qk1_qk_bn_counter"] == 8 and result["qk1_qk_bn_running_mean"] > 1e-3
