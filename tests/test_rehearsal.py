@@ -97,6 +97,12 @@ def _common(root: Path, run: Path, experiment: str, crop: str) -> list[str]:
     ]
 
 
+def _model_args(common: list[str]) -> list[str]:
+    """The overrides of ``common`` that eval and infer need too: the recipe,
+    the model and its parts, the dataset root (not training's schedule)."""
+    return [c for c in common if c.startswith(("experiment=", "model", "dataset.root="))]
+
+
 def _prepare(script: str, *args: str) -> None:
     """Runs a dataset preparation script with 2 processes, bounded."""
     r = run_bounded([sys.executable, str(ROOT / "scripts" / script), *args, "--nproc", "2"], 120)
@@ -108,7 +114,7 @@ def _eval(common: list[str], run: Path, out: Path, *options: str) -> dict:
     ckpt = run / "checkpoints/best.pth"
     r = run_tool(
         "eval.py",
-        [*common[:3], f"checkpoint={ckpt}", f"output_dir={out}", *options],
+        [*_model_args(common), f"checkpoint={ckpt}", f"output_dir={out}", *options],
         timeout=EVAL_BOUND_S,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -118,7 +124,7 @@ def _eval(common: list[str], run: Path, out: Path, *options: str) -> dict:
 def _infer(common: list[str], ckpt: Path, images: Path, out: Path) -> list[Path]:
     r = run_tool(
         "infer.py",
-        [*common[:3], f"checkpoint={ckpt}", f"input={images}", f"output_dir={out}"],
+        [*_model_args(common), f"checkpoint={ckpt}", f"input={images}", f"output_dir={out}"],
         timeout=INFER_BOUND_S,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -235,7 +241,7 @@ def test_pascal_context_real_sizes(tmp_path: Path) -> None:
     r = run_tool(
         "infer.py",
         [
-            *common[:3],
+            *_model_args(common),
             f"checkpoint={run / 'checkpoints/last.pth'}",
             f"input={voc / 'JPEGImages'}",
             f"output_dir={out}",

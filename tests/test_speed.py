@@ -117,7 +117,13 @@ def test_training_options_keep_losses_equal() -> None:
 
 @pytest.mark.slow
 def test_compiled_training_keeps_losses_equal() -> None:
-    assert _losses("compile") == pytest.approx(_losses("fp32"), rel=1e-4)
+    # Compiled graphs draw dropout masks from inductor's own RNG unless told to
+    # fall back to eager's: only then are the masks, and the losses, the same.
+    from torch._inductor import config
+
+    with config.patch(fallback_random=True):
+        compiled = _losses("compile")
+    assert compiled == pytest.approx(_losses("fp32"), rel=1e-4)
 
 
 def test_compiled_model_unwraps_to_its_state() -> None:
