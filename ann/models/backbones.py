@@ -28,8 +28,10 @@ _WEIGHTS = {
 def _narrow_stages(net: torchvision.models.ResNet, inplanes: int, base_channels: int) -> None:
     """Rebuilds the four stages of ``net`` with widths base_channels × 1, 2, 4, 8.
 
-    Same blocks and depths, same key names and the same initialisation as
-    torchvision's constructor (Kaiming normal, fan-out; BN weight 1, bias 0).
+    Same blocks and depths, the same key names (plus a ``layer1.0.downsample``
+    shortcut where the stem is wider than a basic-block layer1) and the same
+    initialisation as torchvision's constructor (Kaiming normal, fan-out; BN
+    weight 1, bias 0).
     """
     block = type(net.layer1[0])
     for i, name in enumerate(("layer1", "layer2", "layer3", "layer4")):
@@ -86,7 +88,7 @@ class ResNetBackbone(nn.Module):
         base_channels: width of layer1, doubled at each later stage (64 in
             every published model; mmsegmentation's ``base_channels``).
             Narrower stages cost about (base_channels / 64)² of the FLOPs and
-            cannot take ImageNet weights: the CPU demo uses 32.
+            cannot take ImageNet weights: the CPU demo uses 24.
         pretrained: None (from scratch), ``"v1c"`` (the published V1c ImageNet
             weights for this depth, fetched into torch's hub cache),
             ``"torchvision"`` (torchvision's ImageNet weights) or a file path.
