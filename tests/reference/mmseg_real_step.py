@@ -1,8 +1,8 @@
 """One training step of ``experiment=cityscapes_ann`` against mmsegmentation
 1.2.2 itself (its ANN R-50-D8 Cityscapes config), in float64.
 
-Run by tests/test_against_mmseg.py in a subprocess whose PYTHONPATH holds the
-pinned packages of tests/reference/mmseg-requirements.txt (installed there
+Run by tests/test_against_mmseg.py in a subprocess whose PYTHONPATH holds
+tests/, the repository and the pinned packages of tests/reference/mmseg-requirements.txt (installed there
 with ``--no-deps``; mmcv-lite has no compiled ops, so ``mmcv.ops`` is a stub
 whose functions raise: ANN uses none of them). Prints one JSON object of
 relative differences, ours against mmseg: max|ours - mmseg| / max|mmseg|.
@@ -17,7 +17,6 @@ batch of 2 × 3 × 129 × 129 (odd on purpose) with 10 % ignored pixels.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import types
 from collections.abc import Callable
@@ -26,7 +25,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reference.weights import randomise
+
 ROOT = Path(__file__).resolve().parents[2]
+
 NUM_CLASSES, IGNORE, SIZE, BATCH = 19, 255, 129, 2
 MMCV_OPS = ("point_sample", "sigmoid_focal_loss", "CrissCrossAttention", "PSAMask")
 MMCV_OPS += ("DeformConv2d", "ModulatedDeformConv2d")
@@ -48,24 +50,6 @@ def stub_mmcv_ops() -> None:
     import mmcv
 
     mmcv.ops = ops
-
-
-def randomise(model: nn.Module) -> None:
-    """Random convolution weights (fan-in scaled) and BN parameters/statistics."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            m.weight.data = torch.randn(m.weight.shape, generator=gen) / math.sqrt(fan_in)
-            if m.bias is not None:
-                m.bias.data = torch.randn(m.bias.shape, generator=gen) * 0.1
-        elif isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=gen) * 0.5 + 0.5
-            m.bias.data = torch.rand(n, generator=gen) * 0.2 - 0.1
-            m.running_mean = torch.rand(n, generator=gen) * 0.2 - 0.1
-            m.running_var = torch.rand(n, generator=gen) + 0.5
-            m.num_batches_tracked.fill_(7)
 
 
 def build_mmseg() -> nn.Module:
@@ -125,7 +109,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     mm = build_mmseg()
-    randomise(mm)
+    randomise(mm)  # BN counters at 1000
     # Copies: the converter's tensors share storage with mm's (integer BN
     # counters would otherwise count mm's step too).
     start = {k: v.clone() for k, v in to_ours(mm.state_dict()).items()}
