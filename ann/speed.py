@@ -13,6 +13,7 @@ Each option changes how the same model is computed, not what it computes
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -31,13 +32,127 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) from low to high; each caps what
+# oneDNN dispatches to, whatever the CPU has.
+ONEDNN_ISAS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16",
+)
+# The lowest ISA at which each feature is used (AVX512_CORE_FP16 and
+# AVX512_CORE_AMX are oneDNN's older names for AVX10_1_512 and its AMX level).
+_FEATURE_ISA = {
+    "avx2": "AVX2",
+    "avx512": "AVX512_CORE",
+    "avx512_bf16": "AVX512_CORE_BF16",
+    "avx512_fp16": "AVX10_1_512",
+    "amx_bf16": "AVX10_1_512_AMX",
+    "amx_fp16": "AVX10_1_512_AMX_FP16",
+}
+
+
+def _hardware_flags() -> dict[str, bool]:
+    """The CPU's own feature flags, as cpuinfo reads them (CPUID), for the
+    features the precision and layout defaults depend on."""
+    try:
+        caps = torch._C._cpu._get_cpu_capability()
+    except AttributeError:  # older torch: only the per-feature probes
+        cpu = torch.cpu
+        return {
+            "avx2": cpu._is_avx2_supported(),
+            "avx512": cpu._is_avx512_supported(),
+            "avx512_bf16": cpu._is_avx512_bf16_supported(),
+            "avx512_fp16": False,
+            "amx_bf16": cpu._is_amx_tile_supported(),
+            "amx_fp16": getattr(cpu, "_is_amx_fp16_supported", lambda: False)(),
+        }
+    avx512 = all(caps.get(f"avx512_{k}", False) for k in ("f", "bw", "vl", "dq"))
+    return {
+        "avx2": bool(caps.get("avx2")),
+        "avx512": avx512,
+        "avx512_bf16": avx512 and bool(caps.get("avx512_bf16")),
+        "avx512_fp16": avx512 and bool(caps.get("avx512_fp16")),
+        "amx_bf16": bool(caps.get("amx_tile") and caps.get("amx_bf16")),
+        "amx_fp16": bool(caps.get("amx_tile") and caps.get("amx_fp16")),
+    }
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The CPU features that PyTorch will actually use: the hardware's flags,
+    capped by ``ONEDNN_MAX_CPU_ISA`` where set: oneDNN runs the convolutions,
+    and that variable is its documented way to run as a lesser CPU class
+    (``AVX2``, ``AVX512_CORE_VNNI``: an AVX-512 CPU without BF16)."""
+    flags = _hardware_flags()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if isa in ONEDNN_ISAS:
+        rank = ONEDNN_ISAS.index(isa)
+        for feature, lowest in _FEATURE_ISA.items():
+            flags[feature] = flags[feature] and rank >= ONEDNN_ISAS.index(lowest)
+    return flags
+
+
+def cpu_class(flags: dict[str, bool] | None = None) -> str:
+    """The CPU class the speed defaults are chosen by: ``"AMX"``,
+    ``"AVX-512 BF16"``, ``"AVX-512 without BF16"``, ``"AVX2 only"`` or
+    ``"no AVX2"``."""
+    flags = cpu_flags() if flags is None else flags
+    if flags["amx_bf16"]:
+        return "AMX"
+    if flags["avx512_bf16"]:
+        return "AVX-512 BF16"
+    if flags["avx512"]:
+        return "AVX-512 without BF16"
+    return "AVX2 only" if flags["avx2"] else "no AVX2"
+
+
+def _cpu_native(dtype: torch.dtype) -> tuple[bool, str]:
+    """Whether this CPU runs ``dtype`` natively, and the flags that decided.
+
+    The CPU's own flags decide: oneDNN reports bf16 "supported" on every
+    AVX-512 CPU because it emulates it there (1.8x slower than fp32 on an Ice
+    Lake). oneDNN's answer is a second condition, so that its own switches can
+    still turn the low precision off."""
+    flags = cpu_flags()
+    if dtype == torch.bfloat16:
+        name, probe = "bf16", "_is_mkldnn_bf16_supported"
+        units = [("AMX-BF16", flags["amx_bf16"]), ("AVX-512 BF16", flags["avx512_bf16"])]
+    else:
+        name, probe = "fp16", "_is_mkldnn_fp16_supported"
+        units = [("AMX-FP16", flags["amx_fp16"]), ("AVX-512 FP16", flags["avx512_fp16"])]
+    has = [unit for unit, present in units if present]
+    if not has:
+        return False, f"{_lacking(flags, name)}; {name} would be emulated"
+    if not getattr(torch.ops.mkldnn, probe)():
+        return False, f"{has[0]}, but oneDNN reports no {name} support; {name} would be emulated"
+    return True, has[0]
+
+
+def _lacking(flags: dict[str, bool], name: str) -> str:
+    """'AVX-512 without BF16' and the like: the class, said for ``name``."""
+    if flags["avx512"]:
+        return f"AVX-512 without {name.upper()}"
+    return "AVX2 only" if flags["avx2"] else "no AVX2"
+
+
 def native_support(device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str]:
     """Whether ``device`` computes ``dtype`` (bf16 / fp16) in hardware, and why.
 
-    On a CPU without AVX-512 BF16 / AMX (most laptops, CI runners and cloud
-    VMs), PyTorch emulates bf16 convolutions in software: several times slower
-    than fp32, not faster. oneDNN decides which kernels run, so its own answer
-    is the one that counts (``ONEDNN_MAX_CPU_ISA=AVX2`` makes it say no).
+    On a CPU without AVX-512 BF16 / AMX (AVX2-only laptops and CI runners,
+    AVX-512 servers before Cooper Lake / Sapphire Rapids), PyTorch emulates
+    bf16 convolutions in software: slower than fp32, not faster. The reason
+    names the CPU flags that decided, e.g. ``"AVX-512 without BF16; bf16
+    would be emulated"`` or ``"AMX-BF16"``.
     """
     name = "bf16" if dtype == torch.bfloat16 else "fp16"
     device = torch.device(device)
@@ -51,15 +166,7 @@ def native_support(device: torch.device | str, dtype: torch.dtype) -> tuple[bool
         gpu = torch.cuda.get_device_name(device)
         return native, f"{gpu} {'runs' if native else 'does not run'} bf16 natively"
     if device.type == "cpu":
-        probe = {
-            torch.bfloat16: "_is_mkldnn_bf16_supported",
-            torch.float16: "_is_mkldnn_fp16_supported",
-        }[dtype]
-        native = bool(getattr(torch.ops.mkldnn, probe)())
-        isa = "AVX-512 BF16 / AMX" if dtype == torch.bfloat16 else "AVX-512 FP16 / AMX-FP16"
-        if native:
-            return True, f"this CPU has {isa}"
-        return False, f"this CPU lacks {isa}, so {name} would be emulated"
+        return _cpu_native(dtype)
     return False, f"no native {name} check for device type {device.type!r}"
 
 
@@ -91,8 +198,8 @@ def amp_dtype(
         log.info("%s precision: %s autocast (%s.amp=true: %s)", key, dtype, key, why)
     else:
         log.warning(
-            "%s precision: %s autocast although %s; expect it to be several times slower"
-            " than fp32 (set %s.amp=auto or false)",
+            "%s precision: %s autocast as asked, but %s: expect it to be slower than fp32,"
+            " up to several times (set %s.amp=auto or false)",
             key,
             dtype,
             why,
@@ -191,6 +298,9 @@ def forward_fn(
 
 __all__ = [
     "COMPILE_MODES",
+    "ONEDNN_ISAS",
+    "cpu_class",
+    "cpu_flags",
     "native_support",
     "PRECISIONS",
     "amp_dtype",
