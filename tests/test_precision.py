@@ -13,8 +13,9 @@ from ann import speed
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import Evaluator
 
-
-NONE = dict.fromkeys(("avx2", "avx512", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16"), False)
+NONE = dict.fromkeys(
+    ("avx2", "avx512", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16"), False
+)
 # The four CPU classes, as CPUID reports them (the Sapphire Rapids row has
 # AVX-512 FP16 too; AMX-FP16 arrived with Granite Rapids).
 CLASSES = {
