@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 
-from ann.config.compose import compose
+from ann.config.compose import apply_overrides, compose
+from ann.config.schema import check_config
 from ann.data.base import default_palette, read_image
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.errors import CheckpointError
@@ -35,6 +36,9 @@ from ann.evaluation.evaluator import Evaluator
 from ann.models.pretrained import without_pretrained
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
+# The groups a Segmenter reads, checked against the schema as the tools check
+# them (the training cross-key rules, e.g. crop within scale, do not apply).
+INFERENCE_GROUPS = ("model", "evaluator")
 
 __all__ = ["ImageLike", "Segmenter", "dataset_labels", "eval_transform", "load_model"]
 
@@ -77,9 +81,8 @@ def checkpoint_config(
     checkpoint carries, else the composed experiment a converted one names
     (``experiment`` overrides either; ``overrides`` apply on top)."""
     if experiment is None and isinstance(state.get("config"), dict):
-        cfg = OmegaConf.create(state["config"])
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        cfg = apply_overrides(OmegaConf.create(state["config"]), overrides)
+        check_config(cfg, INFERENCE_GROUPS)
         return cfg
     name = experiment or state.get("experiment")
     if not name:
@@ -87,7 +90,9 @@ def checkpoint_config(
             f"{path}: holds neither a config nor an experiment name; pass experiment=NAME "
             "(the configs/experiment/ file its model was trained with)"
         )
-    return compose("train", [f"experiment={name}", *overrides])
+    cfg = compose("train", [f"experiment={name}", *overrides])
+    check_config(cfg, INFERENCE_GROUPS)
+    return cfg
 
 
 def build_evaluator(evaluator_cfg: DictConfig, **options: Any) -> Evaluator:
@@ -194,6 +199,7 @@ class Segmenter:
         weights, never downloading. For shapes, speed or export checks."""
         names = [f"experiment={experiment}"] if experiment else []
         cfg = compose("train", [*names, *overrides])
+        check_config(cfg, INFERENCE_GROUPS)
         evaluator = build_evaluator(
             cfg.evaluator, mode=mode, scales=scales, flip=flip, crop_size=crop_size, stride=stride
         )

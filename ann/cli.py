@@ -1,18 +1,31 @@
-"""What the Hydra entry points in tools/ share: user errors as one line, and
-path values that Hydra's override grammar would refuse."""
+"""What the Hydra entry points in tools/ share: ``--help`` that explains the
+tool, the command line checked before Hydra composes it (typos answered in
+one line with the closest names), user errors as one line, and path values
+that Hydra's override grammar would refuse."""
 
 from __future__ import annotations
 
 import functools
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from ann.config.compose import compose, config_dir
+from ann.config.suggest import (
+    close_matches,
+    config_groups,
+    explain,
+    group_options,
+    key_paths,
+    missing_keys,
+)
 from ann.errors import UserError
 
 
@@ -45,8 +58,10 @@ def friendly_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return main(cfg)
-        except (UserError, OmegaConfBaseException) as exc:
+        except UserError as exc:
             _stop(str(exc))
+        except OmegaConfBaseException as exc:
+            _stop(omegaconf_line(exc))
         except InstantiationException as exc:
             # hydra.utils.instantiate wraps what a constructor raises (e.g. a
             # dataset's DataError for a missing root): report the user error itself.
@@ -55,6 +70,15 @@ def friendly_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
             raise
 
     return wrapper
+
+
+def omegaconf_line(exc: OmegaConfBaseException) -> str:
+    """An OmegaConf error (several lines: message, full_key, object_type) as one line."""
+    key = getattr(exc, "full_key", None)
+    if isinstance(exc, MissingMandatoryValue) and key:
+        return f"{key} is required: add {key}=VALUE to the command line (--help)"
+    first = (getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0]
+    return f"{key}: {first}" if key and key not in first else first
 
 
 def set_output_dir(cfg: DictConfig) -> None:
@@ -114,3 +138,106 @@ def quote_path_argv() -> None:
     """Applies :func:`quote_path_values` to ``sys.argv`` in place; the tools
     call it before ``@hydra.main`` parses the command line."""
     sys.argv[1:] = quote_path_values(sys.argv[1:])
+
+
+# What each required key takes, for the one-line error when it is left out.
+REQUIRED = {
+    "checkpoint": "checkpoint=PATH (a .pth of tools/train.py or tools/convert.py)",
+    "input": "input=IMAGE|DIR|GLOB",
+}
+# The keys evaluation-only configs read from the trainer group; any other
+# trainer/optimizer/scheduler override there would be silently ignored.
+_EVAL_TRAINER_KEYS = ("trainer.dist_timeout_min",)
+
+
+def _check_overrides(args: Sequence[str]) -> list[str] | None:
+    """The overrides of ``args`` with each sweep (``a,b``, ``range()``) cut to
+    its first value, ready for one composition; None when ``args`` hold Hydra
+    flags other than ``-m`` (``--cfg job``, ``-cn``), which the check leaves
+    to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    flags = [a for a in args if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags):
+        return None
+    overrides = [a for a in args if not a.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    out = []
+    for override in parsed:
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()))
+            prefix = override.input_line.split("=", 1)[0]
+            out.append(f"{prefix}={first}")
+        else:
+            out.append(override.input_line)
+    return out
+
+
+def check_command_line(tool: str, config_name: str, args: Sequence[str]) -> None:
+    """Composes ``configs/<config_name>.yaml`` with ``args`` once before Hydra
+    does, so that a mistyped experiment, group option or key, or a missing
+    required key, is one ``error:`` line with the closest names (exit 2)
+    instead of Hydra's page. ``tool``: the script's file name, for the hint."""
+    try:
+        overrides = _check_overrides(args)
+    except HydraException as exc:
+        _stop(str(explain(exc, list(args), config_dir(), lambda ovs: compose(config_name, ovs))))
+    if overrides is None:
+        return
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if config_name == "train" and "experiment" not in keys:
+        names = group_options(config_dir(), "experiment")
+        names = ", ".join(n for n in names if "/" not in n and n != "demo")
+        _stop(
+            f"name an experiment: python tools/{tool} experiment=NAME (experiment=demo trains "
+            f"the small model on CPU in about a minute; the others: {names})"
+        )
+    try:
+        cfg = compose(config_name, overrides, hint=f"python tools/{tool} --help lists them")
+    except UserError as exc:
+        _stop(str(exc))
+    if config_name != "train":
+        for key in keys:
+            if key.split(".")[0] in ("trainer", "optimizer", "scheduler") and (
+                key not in _EVAL_TRAINER_KEYS
+            ):
+                near = close_matches(key, key_paths(cfg))
+                mean = f"; did you mean {' or '.join(near)}?" if near else ""
+                _stop(f"{key}: a training key, which tools/{tool} does not read{mean}")
+    for key in missing_keys(cfg, list(REQUIRED)):
+        _stop(f"{key} is required: add {REQUIRED[key]} (python tools/{tool} --help)")
+
+
+def help_text(tool: str, config_name: str, doc: str) -> str:
+    """``--help``: the tool's own text (purpose, examples, required keys),
+    then its config groups and their options from the configs tree."""
+    training = ("optimizer", "scheduler", "trainer")
+    lines = [doc.strip(), "", "Config groups (group=option), from configs/:"]
+    for group in config_groups(config_dir()):
+        if config_name != "train" and group.split("/")[0] in training:
+            continue
+        options = ", ".join(group_options(config_dir(), group))
+        lines += textwrap.wrap(
+            options, 100, initial_indent=f"  {group}: ", subsequent_indent=" " * 6
+        )
+    lines += [
+        "",
+        "Any key can be overridden as key=value (e.g. trainer.max_iters=1000); see the",
+        f"whole config with: python tools/{tool} experiment=demo --cfg job",
+        "Hydra's own options: --hydra-help.",
+    ]
+    return "\n".join(lines)
+
+
+def prepare_argv(tool_file: str, config_name: str, doc: str) -> None:
+    """What each Hydra tool runs before ``@hydra.main``: ``-h/--help`` prints
+    :func:`help_text` and exits 0; path values are quoted
+    (:func:`quote_path_argv`); the command line is checked
+    (:func:`check_command_line`)."""
+    tool = Path(tool_file).name
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(help_text(tool, config_name, doc))
+        sys.exit(0)
+    quote_path_argv()
+    check_command_line(tool, config_name, sys.argv[1:])

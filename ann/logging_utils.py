@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from logging.handlers import MemoryHandler
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,9 +22,11 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logging(log_file: Path | None, main_process: bool = True) -> None:
+def setup_logging(log_file: Path | None, main_process: bool = True, hold: bool = False) -> None:
     """Routes the ``ann`` loggers to the console and ``log_file`` (main process
-    only; other ranks log warnings and errors to the console)."""
+    only; other ranks log warnings and errors to the console). ``hold``: keep
+    the records in memory for :func:`attach_log_file`, so that a run's log
+    file is only created once its start has succeeded."""
     logger = logging.getLogger("ann")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -38,3 +41,25 @@ def setup_logging(log_file: Path | None, main_process: bool = True) -> None:
         file_handler = logging.FileHandler(log_file)
         file_handler.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(file_handler)
+    if hold:
+        # No target and no flush level: it only buffers, until attach_log_file.
+        logger.addHandler(MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1))
+
+
+def attach_log_file(log_file: Path, main_process: bool = True) -> None:
+    """Opens ``log_file`` (appending) for the ``ann`` loggers and writes into
+    it the records held since :func:`setup_logging` (``hold=True``)."""
+    logger = logging.getLogger("ann")
+    held = [h for h in logger.handlers if isinstance(h, MemoryHandler)]
+    for handler in held:
+        logger.removeHandler(handler)
+    if not main_process:
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter(FORMAT))
+    for handler in held:
+        for record in handler.buffer:
+            file_handler.handle(record)
+        handler.close()
+    logger.addHandler(file_handler)

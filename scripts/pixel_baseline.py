@@ -32,8 +32,10 @@ def load_pixels(root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="data/shapes")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--root", default="data/shapes", help="the shapes data (default: data/shapes)"
+    )
+    parser.add_argument("--steps", type=int, default=300, help="optimisation steps (default: 300)")
     args = parser.parse_args()
     x, y = load_pixels(args.root, "train")
     # A fixed random subset keeps L-BFGS quick; 200k pixels pin 8 weights down.

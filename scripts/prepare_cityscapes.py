@@ -75,9 +75,21 @@ def prepare(root: Path, splits: list[str], nproc: int = 1, overwrite: bool = Fal
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="the folder holding leftImg8bit/ and gtFine/")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"])
-    parser.add_argument("--nproc", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "val"],
+        help="splits to convert (default: train val)",
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="worker processes (default: the cores, at most 8)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="rewrite trainId files that exist already"
+    )
     args = parser.parse_args(argv)
     written = prepare(args.root, args.splits, args.nproc, args.overwrite)
     print(f"wrote {written} *_gtFine_labelTrainIds.png files under {args.root / 'gtFine'}")

@@ -183,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("voc_root", type=Path, help="VOCdevkit/VOC2010 (or a folder above it)")
     parser.add_argument("json", type=Path, help="PASCAL in Detail's trainval_merged.json")
-    parser.add_argument("--nproc", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="worker processes (default: the cores, at most 8)",
+    )
     args = parser.parse_args(argv)
     names = prepare(args.voc_root, args.json, args.nproc)
     print(

@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("voc_root", type=Path, help="VOCdevkit/VOC2012 (or a folder above it)")
     parser.add_argument("sbd_root", type=Path, help="SBD's benchmark_RELEASE (or its dataset/)")
-    parser.add_argument("--nproc", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="worker processes (default: the cores, at most 8)",
+    )
     args = parser.parse_args(argv)
     names = prepare(args.voc_root, args.sbd_root, args.nproc)
     print(f"wrote SegmentationClassAug/ and trainaug.txt ({len(names)} images)")

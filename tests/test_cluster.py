@@ -156,5 +156,5 @@ def test_example_slurm_launcher_config_composes() -> None:
         )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.tasks_per_node == launcher.gpus_per_node == 8
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # x batch 2 = 8
     assert launcher.signal_delay_s > 0 and launcher.setup

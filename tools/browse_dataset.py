@@ -1,9 +1,16 @@
-"""See what the model is fed: python tools/browse_dataset.py experiment=NAME [browse.num=8] [browse.split=train|val] [browse.out=DIR]"""
+"""See what the model is fed: training and validation samples after the
+data pipeline, as image + mask overlays and one overview PNG.
+
+  python tools/browse_dataset.py experiment=demo
+  python tools/browse_dataset.py experiment=cityscapes_ann dataset.root=/data/cityscapes browse.num=16
+
+Required: nothing (experiment=NAME picks the dataset; default shapes).
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-from ann.cli import friendly_errors, quote_path_argv, set_output_dir
+from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.browse_dataset import browse
 
 
@@ -18,5 +25,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
+    prepare_argv(__file__, "browse", __doc__)
     main()

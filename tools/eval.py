@@ -1,9 +1,18 @@
-"""Evaluate a checkpoint: python tools/eval.py experiment=NAME checkpoint=PATH [key=value ...]"""
+"""Evaluate a checkpoint on a dataset split: mIoU, per-class table, metrics.json.
+
+  python tools/eval.py checkpoint=outputs/demo/checkpoints/best.pth
+  python tools/eval.py experiment=cityscapes_ann checkpoint=best.pth evaluator=slide
+  python tools/eval.py experiment=cityscapes_ann checkpoint=best.pth evaluator=ms_flip
+  python tools/eval.py experiment=cityscapes_ann checkpoint=best.pth evaluator.save_predictions=cityscapes
+
+Required: checkpoint=PATH. experiment=NAME chooses the dataset and model
+(a trained checkpoint's own config is used otherwise).
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-from ann.cli import friendly_errors, quote_path_argv, set_output_dir
+from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.eval import evaluate
 
 
@@ -15,5 +24,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
+    prepare_argv(__file__, "eval", __doc__)
     main()

@@ -1,10 +1,15 @@
-"""Export a checkpoint to ONNX: python tools/export.py experiment=NAME checkpoint=PATH
-[export.dynamic=true export.height=H export.width=W export.opset=17]"""
+"""Export a checkpoint to ONNX (dynamic height and width by default).
+
+  python tools/export.py checkpoint=outputs/demo/checkpoints/best.pth
+  python tools/export.py experiment=cityscapes_ann checkpoint=best.pth export.dynamic=false export.height=1024 export.width=2048
+
+Required: checkpoint=PATH. The .onnx file goes to outputs/<name>/export/.
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-from ann.cli import friendly_errors, quote_path_argv, set_output_dir
+from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.export import export_onnx
 
 
@@ -16,5 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
+    prepare_argv(__file__, "export", __doc__)
     main()

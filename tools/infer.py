@@ -1,9 +1,16 @@
-"""Predict images: python tools/infer.py experiment=NAME checkpoint=PATH input=IMG|DIR|GLOB [key=value ...]"""
+"""Predict images and write colour masks and overlays.
+
+  python tools/infer.py checkpoint=outputs/demo/checkpoints/best.pth input=photo.png
+  python tools/infer.py experiment=cityscapes_ann checkpoint=best.pth input='frames/*.png'
+  python tools/infer.py experiment=cityscapes_ann checkpoint=best.pth input=dir/ evaluator=slide
+
+Required: checkpoint=PATH and input=IMAGE|DIR|GLOB. Results go to outputs/<name>/infer/.
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-from ann.cli import friendly_errors, quote_path_argv, set_output_dir
+from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.infer import infer
 
 
@@ -15,5 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
+    prepare_argv(__file__, "infer", __doc__)
     main()

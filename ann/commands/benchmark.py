@@ -11,6 +11,7 @@ docs/performance.md describes them.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import sys
@@ -23,9 +24,17 @@ def main(argv: list[str]) -> int:
     """Runs ``argv[0]``'s benchmark with the rest and writes its figures as JSON;
     ``--help`` alone lists the subcommands (exit 0), no subcommand is an error (2)."""
     if not argv or argv[0] not in SUBCOMMANDS:
-        help_asked = bool(argv) and argv[0] in ("-h", "--help")
-        print(__doc__.strip(), file=sys.stdout if help_asked else sys.stderr)
-        return 0 if help_asked else 2
+        if argv and argv[0] in ("-h", "--help"):
+            print(__doc__.strip())
+            return 0
+        choices = ", ".join(SUBCOMMANDS)
+        if not argv:
+            print(f"error: name a benchmark: one of {choices} (--help)", file=sys.stderr)
+        else:
+            near = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
+            mean = f"; did you mean {near[0]}?" if near else ""
+            print(f"error: unknown benchmark {argv[0]!r}{mean} (one of {choices})", file=sys.stderr)
+        return 2
     name, rest = argv[0], argv[1:]
     out = Path("outputs/benchmarks") / f"{name}.json"
     if "--json" in rest:

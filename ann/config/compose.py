@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ann.errors import ConfigError
 
@@ -33,11 +33,30 @@ def config_dir() -> Path:
     )
 
 
-def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+def compose(
+    config_name: str = "train", overrides: Sequence[str] = (), hint: str = ""
+) -> DictConfig:
     """Composes ``configs/<config_name>.yaml`` with command-line style
     ``overrides`` (``["experiment=demo", "trainer.max_iters=10"]``), as the
     tools do but without Hydra's run directory, logging or working directory
-    changes. Interpolations are left unresolved, as the tools see them."""
+    changes. Interpolations are left unresolved, as the tools see them.
+
+    A mistyped group option or key raises a one-line :class:`ConfigError`
+    with the closest valid names (``hint``: where the options are listed).
+    """
+    from hydra.errors import HydraException
+
+    from ann.config.suggest import explain
+
+    try:
+        return _compose(config_name, overrides)
+    except HydraException as exc:
+        raise explain(
+            exc, list(overrides), config_dir(), lambda ovs: _compose(config_name, ovs), hint
+        ) from None
+
+
+def _compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -53,3 +72,23 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
             return hydra_compose(config_name=config_name, overrides=list(overrides))
     finally:
         restore_gh_from_backup(outer)
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``cfg`` (a saved, resolved config) with command-line style ``overrides``
+    applied as the tools apply them: a key that does not exist is a one-line
+    :class:`ConfigError` naming the closest keys (``+key=value`` adds one on
+    purpose), and values are parsed as YAML (``flip=true`` is a bool)."""
+    from ann.config.suggest import key_paths, unknown_key
+
+    cfg = cfg.copy()
+    known = set(key_paths(cfg))
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep:
+            raise ConfigError(f"{override!r}: expected key=value")
+        if not key.startswith("+") and key not in known:
+            raise unknown_key(key, sorted(known))
+        parsed = OmegaConf.from_dotlist([f"{key.lstrip('+')}={override.partition('=')[2]}"])
+        cfg = OmegaConf.merge(cfg, parsed)
+    return cfg

@@ -66,7 +66,7 @@ class TrainerSchema:
     cudnn_benchmark: bool = _key()
     tf32: bool = _key()
     seed: int = _key(ge=0)
-    resume: bool = _key()
+    resume: bool | Literal["force"] = _key()
     load_from: str | None = _key()
     keep_last: int = _key(ge=0)
     sync_bn: bool = _key()

@@ -38,11 +38,12 @@ from ann.engine.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
+from ann.engine.run_dir import check_resume, start_run
 from ann.engine.signals import SignalGuard
 from ann.errors import CheckpointSaveError, DataLoaderDied, TrainingDiverged
 from ann.evaluation.evaluator import write_metrics
 from ann.evaluation.metrics import format_table
-from ann.logging_utils import setup_logging
+from ann.logging_utils import attach_log_file, setup_logging
 from ann.models.pretrained import ensure_available, without_pretrained
 from ann.speed import (
     prepare_model,
@@ -71,17 +72,15 @@ def log_initialisation(model_cfg: DictConfig) -> None:
         )
 
 
-def prepare_output_dir(cfg: DictConfig) -> Path:
+def agree_output_dir(cfg: DictConfig) -> Path:
     """One output directory for all ranks (rank 0's, so ``${now:}`` in a run
-    dir cannot split a DDP run), with the resolved config.yaml in it."""
+    dir cannot split a DDP run); nothing is written into it yet
+    (:func:`~ann.engine.run_dir.start_run` does, once the start succeeded)."""
     own = Path(cfg.output_dir)
     out_dir = Path(dist.broadcast_object(str(own)))
     if own.resolve() != out_dir.resolve() and own.is_dir() and not any(own.iterdir()):
         own.rmdir()  # the empty directory Hydra made for this rank's own ${now:}
     cfg.output_dir = str(out_dir)
-    if dist.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return out_dir
 
 
@@ -93,9 +92,13 @@ class Trainer:
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.device = dist.init_distributed(float(self.tcfg.dist_timeout_min))
-        self.out_dir = prepare_output_dir(cfg)
+        self.out_dir = agree_output_dir(cfg)
         self.ckpt_dir = self.out_dir / "checkpoints"
-        setup_logging(self.out_dir / "train.log", dist.is_main())
+        # The log file opens once the start has succeeded (start_run); until
+        # then lines are held back, so a failed start writes nothing.
+        setup_logging(None, dist.is_main(), hold=True)
+        resuming = self._restore_source() == "resume"
+        changes = check_resume(cfg, self.out_dir) if resuming else []
         seed_everything(int(self.tcfg.seed) + dist.get_rank())
         if self.tcfg.get("deterministic", False):
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -131,6 +134,8 @@ class Trainer:
         self.model = prepare_model(
             self.model, compile=bool(self.tcfg.compile), compile_mode=str(self.tcfg.compile_mode)
         )
+        start_run(cfg, self.out_dir, changes, self.start_iter if resuming else None)
+        attach_log_file(self.out_dir / "train.log", dist.is_main())
         self.writer = SummaryWriter(self.out_dir / "tb") if dist.is_main() else None
 
     # -- checkpoints ---------------------------------------------------------
