@@ -148,6 +148,7 @@ class BackboneSchema:
     pretrained: str | None = _key(required=False)
     norm_eval: bool = _key(required=False)
     frozen_stages: int = _key(ge=-1, le=4, required=False)
+    out_channels: list[int] = _key(ge=1, length=4, required=False)
 
 
 @dataclass

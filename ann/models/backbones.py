@@ -72,6 +72,33 @@ def _dilate_layer(layer: nn.Sequential, dilation: int) -> None:
                     m.padding = (rate, rate)
 
 
+def _check_args(
+    depth: int,
+    output_stride: int,
+    stem: str,
+    stem_channels: int,
+    base_channels: int,
+    pretrained: str | None,
+) -> None:
+    """Refuses a combination of ResNetBackbone arguments it cannot build."""
+    if depth not in _DEPTHS:
+        raise ConfigError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"model.backbone.output_stride must be 8, 16 or 32, got {output_stride}")
+    if stem not in ("deep", "standard"):
+        raise ConfigError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
+    if stem_channels != 64 and (stem != "deep" or depth < 50):
+        raise ConfigError(
+            "model.backbone.stem_channels other than 64 needs stem=deep and depth >= 50, "
+            f"got stem_channels={stem_channels}, stem={stem!r}, depth={depth}"
+        )
+    if base_channels != 64 and pretrained:
+        raise ConfigError(
+            f"model.backbone.base_channels={base_channels} fits no ImageNet weights (they "
+            "are 64 wide): set model.backbone.pretrained=null or base_channels=64"
+        )
+
+
 class ResNetBackbone(nn.Module):
     """ResNet with output stride 8 or 16, returning the four stage outputs.
 
@@ -94,6 +121,9 @@ class ResNetBackbone(nn.Module):
             ``"torchvision"`` (torchvision's ImageNet weights) or a file path.
         norm_eval: keep BatchNorm layers in eval mode during training.
         frozen_stages: freeze the stem and the first ``frozen_stages`` layers.
+        out_channels: the channels of res2..res5 as the config states them
+            for the heads to read; checked against depth and base_channels
+            (None: not checked).
 
     forward: (B, 3, H, W) -> [res2 (B, C, H/4, W/4), res3 (H/8), res4, res5],
     res4/res5 at H/8 for output stride 8.
@@ -110,26 +140,10 @@ class ResNetBackbone(nn.Module):
         stem_channels: int = 64,
         maxpool_ceil: bool = False,
         base_channels: int = 64,
+        out_channels: list[int] | None = None,
     ) -> None:
         super().__init__()
-        if depth not in _DEPTHS:
-            raise ConfigError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
-        if output_stride not in (8, 16, 32):
-            raise ConfigError(
-                f"model.backbone.output_stride must be 8, 16 or 32, got {output_stride}"
-            )
-        if stem not in ("deep", "standard"):
-            raise ConfigError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
-        if stem_channels != 64 and (stem != "deep" or depth < 50):
-            raise ConfigError(
-                "model.backbone.stem_channels other than 64 needs stem=deep and depth >= 50, "
-                f"got stem_channels={stem_channels}, stem={stem!r}, depth={depth}"
-            )
-        if base_channels != 64 and pretrained:
-            raise ConfigError(
-                f"model.backbone.base_channels={base_channels} fits no ImageNet weights (they "
-                "are 64 wide): set model.backbone.pretrained=null or base_channels=64"
-            )
+        _check_args(depth, output_stride, stem, stem_channels, base_channels, pretrained)
         net = getattr(torchvision.models, _DEPTHS[depth])(weights=None)
         self.depth = depth
         self.stem_type = stem
@@ -171,6 +185,13 @@ class ResNetBackbone(nn.Module):
             _dilate_layer(self.layer3, 2)
         expansion = 4 if depth >= 50 else 1
         self.out_channels = [(base_channels << i) * expansion for i in range(4)]
+        if out_channels is not None and list(out_channels) != self.out_channels:
+            # The heads read these from the config (${model.backbone.out_channels}):
+            # a stale list would build heads of the wrong width.
+            raise ConfigError(
+                f"model.backbone.out_channels must be {self.out_channels} for depth {depth} "
+                f"and base_channels {base_channels}, got {list(out_channels)}"
+            )
         if pretrained:
             self.load_pretrained(pretrained)
         self._freeze()
