@@ -126,6 +126,8 @@ def test_engine_is_training_only() -> None:
         "build",
         "signals",
         "evaluator",
+        "hooks",
+        "state",
     }, engine
 
 

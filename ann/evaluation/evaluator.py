@@ -147,7 +147,9 @@ class Evaluator:
                 dataset.palette,
                 dataset.ignore_index,
             )
-        bar = tqdm(loader, desc=loader_name, disable=not (progress and dist.is_main()), leave=False)
+        # disable=None: a bar only on a terminal (no carriage returns in a log file).
+        show = None if progress and dist.is_main() else True
+        bar = tqdm(loader, desc=loader_name, disable=show, leave=False)
         with worker_deaths(loader_name, "evaluator.num_workers"):
             for batch in bar:
                 self._step(net, batch, device, conf, writer, dataset)
