@@ -12,8 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-# The TensorBoard tag the trainer writes each validation's mIoU under.
-VAL_MIOU_TAG = "val/mIoU"
+from ann import metric_names as names
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _LOG_ITER = re.compile(r" iter (\d+)/(\d+) ")
@@ -84,7 +83,7 @@ def read_tensorboard(tb_dir: Path) -> _Curve | None:
         first_step = min(e.step for e in events)
         curve.val_miou = {s: v for s, v in curve.val_miou.items() if s < first_step}
         curve.val_miou.update(
-            {int(e.step): float(e.value) for e in loaded.scalars.get(VAL_MIOU_TAG, [])}
+            {int(e.step): float(e.value) for e in loaded.scalars.get(names.VAL_MIOU, [])}
         )
         curve.last_iteration = max(e.step for e in events)
         # The writer's first event is written before the first iteration.
