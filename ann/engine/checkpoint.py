@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ann.config.compat import upgrade_config
 from ann.errors import CheckpointError, CheckpointSaveError, UnsafeCheckpointError
 from ann.safe_load import load_tensors
 
@@ -300,6 +301,9 @@ def load_checkpoint(
     state = load_tensors(path, key, map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{key}: {path}: expected a dict with a 'model' state dict")
+    if isinstance(state.get("config"), dict):
+        # A config saved by an older version may name classes since moved.
+        state["config"] = upgrade_config(state["config"])
     return state
 
 
