@@ -14,6 +14,7 @@ from ann.commands.train import train
 from ann.engine.hooks import Hook
 from ann.engine.state import Step
 from ann.errors import ConfigError
+from ann.summary.history import read_history
 from conftest import compose_cfg, tiny_train_overrides
 from helpers import run_tool
 
@@ -66,6 +67,10 @@ def test_a_hook_added_from_the_config_runs(shapes_root: Path, tmp_path: Path) ->
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in lines] == [2, 4]
     assert lines[-1] == json.loads((out / "metrics.json").read_text())
+    # The summaries read the validations from there, at full precision.
+    curve = read_history(out)
+    assert curve.val_miou == {2: lines[0]["mIoU"], 4: lines[1]["mIoU"]}
+    assert curve.last_iteration == 4
 
 
 @pytest.mark.parametrize(
