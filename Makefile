@@ -38,10 +38,10 @@ format: install
 	$(VENV)/bin/ruff format .
 
 # Everything the demo writes (configs/paths/default.yaml: outputs/, and the
-# shapes data generated under data/; data/demo is where older versions put it).
-# Datasets prepared under data/ and the wheels of gpu-wheels stay.
+# shapes data generated under data/). Datasets prepared under data/ and the
+# wheels of gpu-wheels stay.
 clean:
-	rm -rf outputs data/shapes data/demo
+	rm -rf outputs data/shapes
 
 # Wheels for scripts/gpu_check.sh (docs/gpu_check.md): the packages a GPU
 # machine's image lacks, for its Python 3.12 on x86-64, into a git-ignored

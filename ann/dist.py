@@ -55,11 +55,6 @@ def init_distributed(timeout_min: float = 30.0) -> torch.device:
     return device
 
 
-def barrier() -> None:
-    if is_dist():
-        dist.barrier()
-
-
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sums ``tensor`` over ranks in place (no-op in one process); returns it."""
     if is_dist():

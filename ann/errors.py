@@ -45,6 +45,15 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+    """A weights file torch cannot read: torn, damaged or not a weights file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A weights file holds Python objects besides tensors, which could run
+    code when loaded: refused for safety, never skipped over."""
+
+
 class CheckpointSaveError(CheckpointError):
     """A checkpoint could not be written (a full disk, a read-only folder);
     the previous checkpoint is left as it was."""

@@ -1,5 +1,6 @@
-"""Resolved configs of every experiment and model, for the before/after test
-of the model-config refactoring (tests/test_config_parts.py).
+"""Resolved configs of every experiment and model for train, eval, infer and
+export: the values tests/test_config_parts.py::test_resolved_configs_unchanged
+holds the config files to, however they are organised.
 
 ``python tests/config_snapshot.py`` rewrites tests/data/resolved_configs.json;
 run it only when a change to a resolved config is intended.

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d, NonLocalHead
+from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "default_head_outputs.pt"
 
@@ -35,7 +35,15 @@ def cases() -> dict[str, tuple[Callable[[], nn.Module], str]]:
         "nonlocal_matmul": (lambda: NonLocal2d(16, 16, 8, 6), "x"),
         "nonlocal_sdpa": (lambda: NonLocal2d(16, 16, 8, 6, attention="sdpa"), "x"),
         "ann_head": (lambda: ANNHead([12, 16], 8, 5, 4, 6, fusion_channels=16), "features"),
-        "nonlocal_head": (lambda: NonLocalHead(16, 8, 5, 4, 6), "features"),
+        # model=nonlocal_r50's head (decode_head=nonlocal), recorded when it was
+        # a class of its own (NonLocalHead(16, 8, 5, 4, 6)): the ANN head with
+        # no fusion block and a dense context block computes what it did.
+        "nonlocal_head": (
+            lambda: ANNHead(
+                [16, 16], 8, 5, 4, 6, block_dropout=0.05, fusion="none", context="dense"
+            ),
+            "features",
+        ),
     }
 
 

@@ -12,10 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from head_snapshot import SNAPSHOT, cases, fill_weights, make_inputs, run
+from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from ann.config.compat import upgrade_config
 from ann.errors import ConfigError
-from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d, NonLocalHead
+from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d
 
 NORMS = ("softmax", "rescale", "none")
 DTYPE = torch.float64  # tight tolerances despite the reassociated paths
@@ -191,15 +193,29 @@ def test_head_composition(fusion: str, context: str) -> None:
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_dense_context_head_is_the_nonlocal_head() -> None:
-    """ANNHead(fusion=none, context=dense) is NonLocalHead: same keys, same output."""
-    a = randomise(NonLocalHead(16, 8, 5, 4, 6, normalization="rescale"))
-    b = ANNHead([12, 16], 8, 5, 4, 6, fusion="none", context="dense", normalization="rescale")
-    b = b.to(DTYPE).eval()
-    b.load_state_dict(a.state_dict())
-    feats = [None, None, None, torch.randn(1, 16, 6, 7, dtype=DTYPE)]
-    with torch.no_grad():
-        torch.testing.assert_close(b(feats), a(feats), rtol=0, atol=0)
+def test_a_saved_nonlocal_head_config_builds_the_same_head() -> None:
+    """A checkpoint's config from before NonLocalHead merged into ANNHead
+    still builds (ann/config/compat.py): the dense-context ANN head with the
+    former class's state_dict keys, reading res5, with its dropout."""
+    old = {
+        "_target_": "ann.models.heads.NonLocalHead",
+        "in_channels": 16,
+        "channels": 8,
+        "num_classes": 5,
+        "key_channels": 4,
+        "value_channels": 6,
+        "block_dropout": 0.05,
+        "dropout": 0.1,
+        "attention": "sdpa",
+        "in_index": 3,
+    }
+    head = instantiate(upgrade_config({"decode_head": old})["decode_head"])
+    assert isinstance(head, ANNHead) and head.fusion is None
+    assert isinstance(head.context, NonLocal2d) and head.in_index == (3, 3)
+    keys = torch.load(SNAPSHOT, weights_only=True)["nonlocal_head"]["keys"]
+    assert list(head.state_dict()) == keys
+    feats = [None, None, None, torch.randn(1, 16, 6, 7)]
+    assert head.eval()(feats).shape == (1, 5, 6, 7)
 
 
 def test_options_pass_through_the_head() -> None:

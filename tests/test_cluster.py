@@ -125,7 +125,7 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
 
     def step_then_signal(self, data_iter):
         out = step(self, data_iter)
-        if self.optimizer.state and not calls and self.start_iter == 0:
+        if self.state.optimizer.state and not calls and self.state.start_iter == 0:
             os.kill(os.getpid(), signal.SIGUSR2)  # during iteration 1
         return out
 

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ann.config.schema import check_config
+from ann.errors import ConfigError
+from ann.models.backbones import ResNetBackbone
 from ann.models.heads import AFNB, APNB, ANNHead, FCNHead, NonLocal2d
 from conftest import CONFIG_DIR, compose_cfg
 from helpers import ROOT
@@ -24,10 +26,11 @@ ABLATIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "ablation"
 
 
 def test_resolved_configs_unchanged() -> None:
-    """Every experiment and model that existed before the configs were split
-    into parts resolves to the same config for train, eval, infer and export
-    (tests/data/resolved_configs.json; regenerate it with
-    ``python tests/config_snapshot.py`` only for an intended change)."""
+    """Guards every experiment's and model's resolved config for train, eval,
+    infer and export: reorganising the config files (inheritance, groups,
+    interpolation) must not change a value a run trains or evaluates with.
+    tests/data/resolved_configs.json holds them; regenerate it with
+    ``python tests/config_snapshot.py`` only for an intended change."""
     snapshot = json.loads(SNAPSHOT.read_text())
     cases = [(key.split("|")[0], [key.split("|")[1]]) for key in snapshot]
     changed = {}
@@ -38,12 +41,78 @@ def test_resolved_configs_unchanged() -> None:
     assert not changed, f"resolved configs changed (top-level keys): {changed}"
 
 
-def test_models_are_short_files_of_choices() -> None:
-    for name in ("ann_r50", "ann_r101", "ann_r18", "fcn_r50", "nonlocal_r50"):
-        cfg = OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{name}.yaml")
-        groups = {next(iter(d)) for d in cfg.defaults if not isinstance(d, str)}
-        assert groups == {"loss", "backbone", "decode_head", "aux_head"}, name
-        assert not {"backbone", "decode_head", "aux_head", "loss"} & set(cfg), name
+PARTS = {"loss", "backbone", "decode_head", "aux_head"}
+
+
+def test_models_share_one_body() -> None:
+    """model/encoder_decoder.yaml is the one body; every model file is that
+    body (or another model) plus part overrides and keys of its parts, never
+    the body's own keys again."""
+    body = OmegaConf.load(Path(CONFIG_DIR) / "model" / "encoder_decoder.yaml")
+    assert {next(iter(d)) for d in body.defaults if not isinstance(d, str)} == PARTS
+    for path in sorted((Path(CONFIG_DIR) / "model").glob("*.yaml")):
+        if path.stem == "encoder_decoder":
+            continue
+        cfg = OmegaConf.load(path)
+        bases = [d for d in cfg.defaults if isinstance(d, str) and d != "_self_"]
+        assert len(bases) == 1, path.stem
+        overrides = {
+            next(iter(d)).removeprefix("override ") for d in cfg.defaults if not isinstance(d, str)
+        }
+        assert overrides <= PARTS, path.stem
+        assert set(cfg) <= PARTS | {"defaults"}, path.stem
+
+
+def test_resnet101_is_resnet50_with_another_depth() -> None:
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "model" / "backbone" / "resnet101.yaml")
+    assert list(cfg.defaults) == ["resnet50", "_self_"]
+    assert set(cfg) == {"defaults", "depth"}
+
+
+def test_experiments_take_their_schedule_from_the_group() -> None:
+    """Every schedule file (configs/schedule/) is used, and an experiment
+    states max_iters and intervals only for a schedule the group lacks."""
+    schedules = {
+        p.stem: OmegaConf.load(p).trainer for p in (Path(CONFIG_DIR) / "schedule").glob("*.yaml")
+    }
+    assert sorted(schedules) == ["160k", "20k", "40k", "80k"]
+    given = {(t.max_iters, t.val_interval, t.ckpt_interval) for t in schedules.values()}
+    used = set()
+    for path in sorted((Path(CONFIG_DIR) / "experiment").rglob("*.yaml")):
+        own = OmegaConf.load(path)
+        for entry in own.get("defaults", []):
+            if not isinstance(entry, str):
+                used.update(v for k, v in entry.items() if k.endswith("/schedule"))
+        trainer = own.get("trainer", {})
+        stated = {"max_iters", "val_interval", "ckpt_interval"} & set(trainer)
+        if stated:
+            assert stated == {"max_iters", "val_interval", "ckpt_interval"}, path.stem
+            assert (trainer.max_iters, trainer.val_interval, trainer.ckpt_interval) not in given, (
+                path.stem
+            )
+    assert used == set(schedules)
+    cfg = compose_cfg(["experiment=voc_aug_ann_r101_40k"])
+    assert (cfg.trainer.max_iters, cfg.trainer.val_interval, cfg.optimizer.lr) == (
+        40000,
+        4000,
+        0.01,
+    )
+
+
+def test_heads_read_the_backbone_channels() -> None:
+    """The heads' input channels follow model.backbone.out_channels: ANN R-50
+    with a ResNet-18 backbone gets heads for its 256/512 channels."""
+    cfg = compose_cfg(["model/backbone=resnet18"])
+    assert cfg.model.decode_head.in_channels == [256, 512]
+    assert cfg.model.aux_head.in_channels == 256
+    cfg = compose_cfg(["model=fcn_r50", "model/backbone=resnet18"])
+    assert cfg.model.decode_head.in_channels == 512
+    narrow = compose_cfg(["experiment=demo"]).model
+    assert narrow.decode_head.in_channels == [96, 192] and narrow.aux_head.in_channels == 96
+    args = {k: v for k, v in narrow.backbone.items() if k != "_target_"}
+    args["base_channels"] = 32  # out_channels left at 24's: refused by name
+    with pytest.raises(ConfigError, match=r"model.backbone.out_channels must be \[32, 64"):
+        ResNetBackbone(**args)
 
 
 def test_one_override_per_part() -> None:

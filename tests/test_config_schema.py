@@ -160,3 +160,25 @@ def test_tools_report_the_type_before_reading_data(
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {expected} (got str)"]
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_evaluator_choices_are_spelled_once() -> None:
+    """The schema's evaluator keys and the Evaluator's own check use the
+    tuples of ann/evaluation/options.py: a choice added there is accepted by
+    both, one missing there by neither."""
+    import typing
+
+    from ann.config.schema import EvaluatorSchema
+    from ann.evaluation import options
+    from ann.evaluation.evaluator import Evaluator
+
+    hints = typing.get_type_hints(EvaluatorSchema)
+    assert typing.get_args(hints["mode"]) == options.MODES
+    assert typing.get_args(hints["average"]) == options.AVERAGES
+    assert typing.get_args(hints["amp_dtype"]) == options.AMP_DTYPES
+    assert typing.get_args(typing.get_args(hints["save_predictions"])[0]) == options.FORMATS
+    for key, value in (("mode", "tiles"), ("average", "vote"), ("save_predictions", "jpeg")):
+        with pytest.raises(ConfigError, match=f"evaluator.{key} must be"):
+            Evaluator(**{key: value})
+        with pytest.raises(ConfigError, match=f"evaluator.{key}"):
+            check_config(compose_cfg([f"evaluator.{key}={value}"]), ("evaluator",))

@@ -167,6 +167,8 @@ def test_unfinished_junk_and_eval_only_runs(sweep: Path, shapes_root: Path, tmp_
     (unfinished / "metrics.json").write_text(json.dumps(first))
     log = (unfinished / "train.log").read_text()
     (unfinished / "train.log").write_text(log[: log.index(" iter 4/4 ")].rsplit("\n", 1)[0])
+    jsonl = unfinished / "metrics.jsonl"  # its first validation's line only
+    jsonl.write_text(jsonl.read_text().splitlines(keepends=True)[0])
     # killed before its first validation
     early = root / "killed_early"
     early.mkdir()

@@ -11,7 +11,13 @@ import torch
 from faulty import RunsCode
 
 from ann.commands.train import train
-from ann.errors import CheckpointError, ConfigError
+from ann.engine.checkpoint import load_checkpoint
+from ann.errors import (
+    CheckpointError,
+    ConfigError,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+)
 from ann.models.backbones import ResNetBackbone
 from conftest import compose_cfg, tiny_train_overrides
 
@@ -40,6 +46,21 @@ def test_training_refuses_checkpoints_with_code(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": {}, "iteration": 1, "x": RunsCode(marker)}, path)
     extra = [f"trainer.load_from={path}"] if key == "trainer.load_from" else []
-    with pytest.raises(CheckpointError) as info:
+    # Typed: a resume tells a refused file (stop) from a torn one (try the
+    # previous) by this class, not by the message.
+    with pytest.raises(UnsafeCheckpointError) as info:
         train(compose_cfg(tiny_train_overrides(shapes_root, run, *extra)))
     _check(str(info.value), key, path, marker)
+
+
+def test_unsafe_and_unreadable_are_told_apart_by_type(tmp_path: Path) -> None:
+    marker, unsafe, torn = tmp_path / "ran", tmp_path / "unsafe.pth", tmp_path / "torn.pth"
+    torch.save({"model": {}, "x": RunsCode(marker)}, unsafe)
+    torch.save({"model": {"w": torch.zeros(100)}}, torn)
+    torn.write_bytes(torn.read_bytes()[:200])
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(unsafe)
+    with pytest.raises(UnreadableCheckpointError) as info:
+        load_checkpoint(torn)
+    assert not isinstance(info.value, UnsafeCheckpointError) and not marker.exists()
+    assert issubclass(UnsafeCheckpointError, CheckpointError)

@@ -11,21 +11,19 @@ crop shows at a glance.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from omegaconf import DictConfig
 from PIL import Image
 
 from ann.config.schema import check_config
 from ann.errors import ConfigError
-from ann.visualization.figures import new_figure, save_figure
-from ann.visualization.masks import blend, colorize, denormalize, resize_rgb
+from ann.visualization.figures import save_figure
+from ann.visualization.masks import denormalize, resize_rgb
+from ann.visualization.samples import overlay, overview_figure
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +32,6 @@ OVERVIEW_PNG = "overview.png"
 # The overview shows each panel at most this wide: 16 full-size Cityscapes
 # panels would be 200 MB of pixels, more than a page can show anyway.
 _OVERVIEW_WIDTH = 1200
-
-
-def overlay(
-    rgb: np.ndarray,
-    mask: np.ndarray,
-    palette: Sequence[Sequence[int]],
-    ignore_index: int = 255,
-    alpha: float = 0.5,
-) -> np.ndarray:
-    """The mask's palette colours blended over the image.
-
-    Args:
-        rgb: (H, W, 3) uint8 image.
-        mask: (H, W) class indices, ``ignore_index`` where unlabelled.
-        palette: K RGB colours (the dataset's).
-        alpha: the colours' weight in the blend.
-
-    Returns:
-        (H, W, 3) uint8. Ignore pixels are black-and-white diagonal stripes,
-        which no palette colour can be mistaken for (colorize paints them
-        plain white, and white or near-white is a class colour in some palettes).
-    """
-    out = blend(rgb, colorize(mask, palette, ignore_index), alpha)
-    # Stripes ~1/64 of the image wide: still visible once a large image is shrunk.
-    stripe = max(4, round(max(mask.shape) / 64))
-    yy, xx = np.indices(mask.shape)
-    stripes = np.where(((yy + xx) // stripe) % 2 == 0, 255.0, 0.0)[..., None]
-    return np.where((mask == ignore_index)[..., None], stripes, out).astype(np.uint8)
 
 
 def render_sample(sample: dict, transform: object, dataset: object, alpha: float) -> np.ndarray:
@@ -143,60 +113,3 @@ def browse(cfg: DictConfig) -> list[Path]:
         save_figure(overview_figure(panels, names, dataset, present), out_dir / OVERVIEW_PNG)
     )
     return paths
-
-
-def overview_figure(
-    panels: dict[str, list[np.ndarray]], names: Sequence[str], dataset: object, present: set[int]
-) -> Figure:
-    """All panels in a grid, one row per sample, one column per pipeline, and a
-    legend of the classes that occur (plus the ignore hatching).
-
-    Args:
-        panels: ``{pipeline: [(H, 2·W, 3) uint8 image | overlay, ...]}``, N each.
-        names: the N sample names (row labels).
-        dataset: supplies ``classes``, ``palette`` and ``ignore_index``.
-        present: class indices (and maybe the ignore index) found in the masks.
-    """
-    columns = list(panels)
-    rows = len(names)
-    fig = new_figure(3.6 * len(columns), 1.9 * rows + 1.0)
-    axes = fig.subplots(rows, len(columns), squeeze=False)
-    titles = {"train": "train pipeline (augmented)", "val": "eval pipeline"}
-    for col, name in enumerate(columns):
-        for row in range(rows):
-            ax = axes[row, col]
-            ax.imshow(panels[name][row], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"{titles.get(name, name)}: image | mask", fontsize=9)
-            if col == 0:
-                ax.set_ylabel(names[row], fontsize=8)
-    handles = [
-        Patch(
-            facecolor=np.asarray(dataset.palette[k]) / 255.0,
-            edgecolor="black",
-            linewidth=0.5,
-            label=dataset.classes[k],
-        )
-        for k in sorted(present)
-        if k < len(dataset.classes)
-    ]
-    if dataset.ignore_index in present:
-        handles.append(
-            Patch(
-                facecolor="white",
-                edgecolor="black",
-                hatch="////",
-                linewidth=0.5,
-                label=f"ignore ({dataset.ignore_index})",
-            )
-        )
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=min(len(handles), 6),
-        fontsize=8,
-        frameon=False,
-    )
-    return fig

@@ -9,22 +9,19 @@ read with :func:`ann.summary.history.read_events` (TensorBoard's own reader).
 from __future__ import annotations
 
 import fnmatch
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from ann import metric_names as names
 from ann.errors import OneLineArgumentParser, UserError, exit_2_on_user_error
 from ann.summary.history import read_events
-from ann.visualization.figures import new_figure, save_figure
+from ann.visualization.curves import Series, curves_figure
+from ann.visualization.figures import save_figure
 
 # Loss terms, learning rate, validation mIoU: fnmatch patterns over the tags.
-DEFAULT_KEYS = ("train/loss*", "train/lr", "val/mIoU")
-
-Series = tuple[np.ndarray, np.ndarray]  # (N,) int iterations, (N,) float values
+DEFAULT_KEYS = (names.TRAIN_LOSS + "*", names.TRAIN_LR, names.VAL_MIOU)
 
 
 class RunError(UserError):
@@ -84,63 +81,6 @@ def run_names(runs: Sequence[str | Path]) -> list[str]:
     if len(set(names)) < len(names):
         names = [str(r) for r in runs]
     return names
-
-
-def curves_figure(runs: Mapping[str, Mapping[str, Series]], keys: Sequence[str]) -> Figure:
-    """One subplot per key (its title the tag), one line per run that has it,
-    x = iteration, a shared legend of run names above the subplots.
-
-    Args:
-        runs: ``{run name: {tag: ((N,) iterations, (N,) values)}}``.
-        keys: the tags to draw, one subplot each.
-    """
-    cols = 2 if len(keys) == 4 else min(3, len(keys))  # 2×2 rather than 3 + 1
-    rows = math.ceil(len(keys) / cols)
-    fig = new_figure(4.4 * cols, 3.0 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True).ravel()
-    cycle = [f"C{i % 10}" for i in range(len(runs))]  # a run keeps its colour everywhere
-    handles = {}
-    for ax, key in zip(axes, keys, strict=False):
-        for colour, (name, scalars) in zip(cycle, runs.items(), strict=True):
-            if key not in scalars:
-                continue
-            steps, values = scalars[key]
-            # Markers where points are few (validations), so a lone point shows.
-            (line,) = ax.plot(
-                steps,
-                values,
-                color=colour,
-                label=name,
-                linewidth=1.3,
-                marker="o" if len(steps) <= 30 else None,
-                markersize=3.5,
-            )
-            handles.setdefault(name, line)
-        ax.set_title(key, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if key.endswith("/lr"):
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-        elif key.startswith("val"):  # mIoU, mAcc, aAcc, val_IoU/*: fractions
-            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    for ax in axes[len(keys) :]:
-        ax.remove()  # an empty cell of the grid would read as a missing curve
-    for i, ax in enumerate(axes[: len(keys)]):
-        # The lowest subplot of each column (not always in the last row) is
-        # the one that shows the shared iteration axis.
-        if i + cols >= len(keys):
-            ax.set_xlabel("iteration", fontsize=9)
-            ax.tick_params(labelbottom=True)
-    fig.legend(
-        list(handles.values()),
-        list(handles),
-        loc="outside upper center",
-        ncols=min(len(handles), 4),
-        fontsize=9,
-        frameon=False,
-    )
-    return fig
 
 
 def plot_runs(

@@ -22,8 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from omegaconf import DictConfig, OmegaConf
 
 from ann.errors import ConfigError
-from ann.evaluation.inference import check_options
-from ann.evaluation.predictions import FORMATS
+from ann.evaluation.options import AMP_DTYPES, AVERAGES, FORMATS, MODES, check_options
 from ann.models.heads.ann_head import CONTEXTS, FUSIONS
 from ann.models.heads.options import ATTENTION_IMPLS, NORMALIZATIONS, OUTPUTS
 from ann.speed import COMPILE_MODES
@@ -59,7 +58,7 @@ class TrainerSchema:
     batch_size: int = _key(ge=1)
     num_workers: int = _key(ge=0)
     amp: bool | Literal["auto"] = _key()
-    amp_dtype: Literal["bf16", "fp16"] = _key()
+    amp_dtype: Literal[AMP_DTYPES] = _key()
     channels_last: bool = _key()
     compile: bool = _key()
     compile_mode: Literal[COMPILE_MODES] = _key()
@@ -94,16 +93,16 @@ class SchedulerSchema:
 
 @dataclass
 class EvaluatorSchema:
-    mode: Literal["whole", "slide"] = _key()
+    mode: Literal[MODES] = _key()
     scales: list[float] = _key(gt=0)
     flip: bool = _key()
     crop_size: Pair | None = _key(gt=0)
     stride: Pair | None = _key(gt=0)
-    average: Literal["prob", "logits"] = _key()
+    average: Literal[AVERAGES] = _key()
     save_predictions: Literal[FORMATS] | None = _key()
     num_workers: int = _key(ge=0)
     amp: bool | Literal["auto"] = _key()
-    amp_dtype: Literal["bf16", "fp16"] = _key()
+    amp_dtype: Literal[AMP_DTYPES] = _key()
     channels_last: bool = _key()
 
 
@@ -148,6 +147,7 @@ class BackboneSchema:
     pretrained: str | None = _key(required=False)
     norm_eval: bool = _key(required=False)
     frozen_stages: int = _key(ge=-1, le=4, required=False)
+    out_channels: list[int] = _key(ge=1, length=4, required=False)
 
 
 @dataclass

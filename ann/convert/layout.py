@@ -79,10 +79,7 @@ def source_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"input: no file at {path}")
-    try:
-        raw = load_tensors(path, "input")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    raw = load_tensors(path, "input")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found a {type(raw).__name__}")
     meta: dict[str, Any] = {}

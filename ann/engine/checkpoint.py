@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ann.errors import CheckpointError, CheckpointSaveError
+from ann.config.compat import upgrade_config
+from ann.errors import CheckpointError, CheckpointSaveError, UnsafeCheckpointError
 from ann.safe_load import load_tensors
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def has_checkpoint(ckpt_dir: str | Path) -> bool:
 
 def _unreadable(exc: CheckpointError) -> bool:
     """A torn or damaged file, not one refused for safety (which stops the run)."""
-    return "holds Python objects" not in str(exc)
+    return not isinstance(exc, UnsafeCheckpointError)
 
 
 def load_newest(
@@ -297,12 +298,12 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}: no file at {path}")
-    try:
-        state = load_tensors(path, key, map_location)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    state = load_tensors(path, key, map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{key}: {path}: expected a dict with a 'model' state dict")
+    if isinstance(state.get("config"), dict):
+        # A config saved by an older version may name classes since moved.
+        state["config"] = upgrade_config(state["config"])
     return state
 
 

@@ -15,10 +15,10 @@ from tqdm import tqdm
 from ann import dist
 from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import ShardSampler
-from ann.errors import ConfigError
-from ann.evaluation.inference import check_options, predict_scores
+from ann.evaluation.inference import predict_scores
 from ann.evaluation.metrics import compute_metrics, confusion_matrix
-from ann.evaluation.predictions import FORMATS, PredictionWriter
+from ann.evaluation.options import AMP_DTYPES, check_options
+from ann.evaluation.predictions import PredictionWriter
 from ann.speed import amp_dtype as amp_dtype_of
 from ann.speed import forward_fn, unwrap
 from ann.visualization.masks import denormalize
@@ -74,15 +74,12 @@ class Evaluator:
         self.stride = [int(v) for v in stride] if stride is not None else None
         self.average = str(average)
         # Checked here, so a bad key fails before training or loading anything.
-        check_options(self.mode, self.scales, self.crop_size, self.stride, self.average)
-        if save_predictions is not None and save_predictions not in FORMATS:
-            raise ConfigError(
-                f"evaluator.save_predictions must be null or one of {list(FORMATS)}, "
-                f"got {save_predictions!r}"
-            )
+        check_options(
+            self.mode, self.scales, self.crop_size, self.stride, self.average, save_predictions
+        )
         self.save_predictions = save_predictions
         self.num_workers = num_workers
-        if amp not in (True, False, "auto") or amp_dtype not in ("bf16", "fp16"):
+        if amp not in (True, False, "auto") or amp_dtype not in AMP_DTYPES:
             amp_dtype_of(amp, str(amp_dtype), "evaluator")  # raises the one-line error
         self.amp, self.amp_dtype = amp, str(amp_dtype)
         self._dtypes: dict[str, torch.dtype | None] = {}
@@ -147,7 +144,9 @@ class Evaluator:
                 dataset.palette,
                 dataset.ignore_index,
             )
-        bar = tqdm(loader, desc=loader_name, disable=not (progress and dist.is_main()), leave=False)
+        # disable=None: a bar only on a terminal (no carriage returns in a log file).
+        show = None if progress and dist.is_main() else True
+        bar = tqdm(loader, desc=loader_name, disable=show, leave=False)
         with worker_deaths(loader_name, "evaluator.num_workers"):
             for batch in bar:
                 self._step(net, batch, device, conf, writer, dataset)

@@ -18,12 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ann.errors import ConfigError
+from ann.evaluation.options import check_options
 
 # A segmentor, or a function of images with its result (speed.forward_fn).
 Model = nn.Module | Callable[[Tensor], Tensor]
-MODES = ("whole", "slide")
-AVERAGES = ("prob", "logits")
 
 
 @torch.no_grad()
@@ -74,35 +72,6 @@ def infer_slide(
     assert logits is not None and bool((count > 0).all()), "windows must cover the image"
     logits = logits / count
     return logits[:, :, :height, :width]
-
-
-def check_options(
-    mode: str,
-    scales: Sequence[float],
-    crop_size: Sequence[int] | None,
-    stride: Sequence[int] | None,
-    average: str,
-) -> None:
-    """Raises a one-line :class:`ConfigError` naming the ``evaluator.*`` key
-    that has an unusable value."""
-    if mode not in MODES:
-        raise ConfigError(f"evaluator.mode must be one of {list(MODES)}, got {mode!r}")
-    if average not in AVERAGES:
-        raise ConfigError(f"evaluator.average must be one of {list(AVERAGES)}, got {average!r}")
-    if not scales or any(float(s) <= 0 for s in scales):
-        raise ConfigError(f"evaluator.scales must be positive ratios, got {list(scales)}")
-    if mode == "slide":
-        for key, value in (("crop_size", crop_size), ("stride", stride)):
-            if value is None or len(value) != 2 or any(int(v) <= 0 for v in value):
-                raise ConfigError(
-                    f"evaluator.{key} must be [height, width] of positive ints for "
-                    f"evaluator.mode=slide, got {value if value is None else list(value)}"
-                )
-        if any(int(s) > int(c) for s, c in zip(stride, crop_size, strict=True)):
-            raise ConfigError(
-                f"evaluator.stride {list(stride)} must not exceed evaluator.crop_size "
-                f"{list(crop_size)} (windows would leave gaps)"
-            )
 
 
 def scaled_size(height: int, width: int, ratio: float) -> tuple[int, int]:

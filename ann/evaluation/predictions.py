@@ -1,5 +1,5 @@
 """Writing predicted masks: index PNGs, Cityscapes labelIds, palette colours
-and side-by-side overlays."""
+and side-by-side overlays (drawn by :func:`ann.visualization.masks.overlay_panel`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from PIL import Image
 
 from ann.errors import ConfigError
 from ann.evaluation.cityscapes_export import result_path, to_label_ids
-from ann.visualization.masks import blend, colorize, resize_rgb
-
-FORMATS = ("trainid", "cityscapes", "color")
+from ann.evaluation.options import FORMATS
+from ann.visualization.masks import overlay_panel
 
 
 def save_index_png(
@@ -31,25 +30,6 @@ def save_index_png(
         flat[: len(palette)] = np.asarray(palette, dtype=np.uint8)
         img.putpalette(flat.reshape(-1).tolist())
     img.save(path)
-
-
-def overlay_panel(
-    image: np.ndarray,
-    pred: np.ndarray,
-    palette: Sequence[Sequence[int]],
-    gt: np.ndarray | None = None,
-    ignore_index: int = 255,
-    alpha: float = 0.5,
-) -> np.ndarray:
-    """Side by side: image | ground truth colours (if given) | prediction
-    blended over the image. ``image`` (h, w, 3) uint8 is resized to ``pred``'s
-    (H, W); returns (H, 2W or 3W, 3) uint8."""
-    image = resize_rgb(image, pred.shape)
-    panels = [image]
-    if gt is not None:
-        panels.append(colorize(gt, palette, ignore_index))
-    panels.append(blend(image, colorize(pred, palette), alpha))
-    return np.concatenate(panels, axis=1)
 
 
 class PredictionWriter:
@@ -71,10 +51,8 @@ class PredictionWriter:
         ignore_index: int = 255,
         alpha: float = 0.5,
     ) -> None:
-        if fmt not in FORMATS:
-            raise ConfigError(
-                f"evaluator.save_predictions must be null or one of {list(FORMATS)}, got {fmt!r}"
-            )
+        # evaluator.save_predictions is checked where the Evaluator is built.
+        assert fmt in FORMATS, fmt
         if fmt == "cityscapes":
             from ann.data.cityscapes import CITYSCAPES_CLASSES
 

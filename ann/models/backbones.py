@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from ann.errors import ConfigError
+from ann.errors import CheckpointError, ConfigError
 from ann.models import pretrained as published
 from ann.safe_load import load_tensors
 
@@ -72,6 +72,64 @@ def _dilate_layer(layer: nn.Sequential, dilation: int) -> None:
                     m.padding = (rate, rate)
 
 
+def stage_channels(depth: int, base_channels: int = 64) -> list[int]:
+    """The output channels of res2..res5: base_channels × 1, 2, 4, 8, times 4
+    for a bottleneck ResNet (depth ≥ 50)."""
+    expansion = 4 if depth >= 50 else 1
+    return [(base_channels << i) * expansion for i in range(4)]
+
+
+def _deep_stem(net: torchvision.models.ResNet, stem_channels: int) -> nn.Sequential:
+    """The V1c stem: three 3×3 conv+BN+ReLU (stem_channels/2, /2, stem_channels
+    wide), the first with stride 2. A stem wider than 64 also widens the 1×1
+    conv and shortcut of ``net``'s first bottleneck, which read it."""
+    half = stem_channels // 2
+    stem = nn.Sequential(
+        nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(half),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(half, half, 3, padding=1, bias=False),
+        nn.BatchNorm2d(half),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(half, stem_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(stem_channels),
+        nn.ReLU(inplace=True),
+    )
+    if stem_channels != 64:
+        first = net.layer1[0]
+        first.conv1 = nn.Conv2d(stem_channels, first.conv1.out_channels, 1, bias=False)
+        out = first.downsample[0].out_channels
+        first.downsample[0] = nn.Conv2d(stem_channels, out, 1, bias=False)
+    return stem
+
+
+def _check_args(
+    depth: int,
+    output_stride: int,
+    stem: str,
+    stem_channels: int,
+    base_channels: int,
+    pretrained: str | None,
+) -> None:
+    """Refuses a combination of ResNetBackbone arguments it cannot build."""
+    if depth not in _DEPTHS:
+        raise ConfigError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"model.backbone.output_stride must be 8, 16 or 32, got {output_stride}")
+    if stem not in ("deep", "standard"):
+        raise ConfigError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
+    if stem_channels != 64 and (stem != "deep" or depth < 50):
+        raise ConfigError(
+            "model.backbone.stem_channels other than 64 needs stem=deep and depth >= 50, "
+            f"got stem_channels={stem_channels}, stem={stem!r}, depth={depth}"
+        )
+    if base_channels != 64 and pretrained:
+        raise ConfigError(
+            f"model.backbone.base_channels={base_channels} fits no ImageNet weights (they "
+            "are 64 wide): set model.backbone.pretrained=null or base_channels=64"
+        )
+
+
 class ResNetBackbone(nn.Module):
     """ResNet with output stride 8 or 16, returning the four stage outputs.
 
@@ -94,6 +152,9 @@ class ResNetBackbone(nn.Module):
             ``"torchvision"`` (torchvision's ImageNet weights) or a file path.
         norm_eval: keep BatchNorm layers in eval mode during training.
         frozen_stages: freeze the stem and the first ``frozen_stages`` layers.
+        out_channels: the channels of res2..res5 as the config states them
+            for the heads to read; checked against depth and base_channels
+            (None: not checked).
 
     forward: (B, 3, H, W) -> [res2 (B, C, H/4, W/4), res3 (H/8), res4, res5],
     res4/res5 at H/8 for output stride 8.
@@ -110,25 +171,17 @@ class ResNetBackbone(nn.Module):
         stem_channels: int = 64,
         maxpool_ceil: bool = False,
         base_channels: int = 64,
+        out_channels: list[int] | None = None,
     ) -> None:
         super().__init__()
-        if depth not in _DEPTHS:
-            raise ConfigError(f"model.backbone.depth must be one of {sorted(_DEPTHS)}, got {depth}")
-        if output_stride not in (8, 16, 32):
+        _check_args(depth, output_stride, stem, stem_channels, base_channels, pretrained)
+        expected = stage_channels(depth, base_channels)
+        if out_channels is not None and list(out_channels) != expected:
+            # The heads read these from the config (${model.backbone.out_channels}):
+            # a stale list would build heads of the wrong width.
             raise ConfigError(
-                f"model.backbone.output_stride must be 8, 16 or 32, got {output_stride}"
-            )
-        if stem not in ("deep", "standard"):
-            raise ConfigError(f"model.backbone.stem must be 'deep' or 'standard', got {stem!r}")
-        if stem_channels != 64 and (stem != "deep" or depth < 50):
-            raise ConfigError(
-                "model.backbone.stem_channels other than 64 needs stem=deep and depth >= 50, "
-                f"got stem_channels={stem_channels}, stem={stem!r}, depth={depth}"
-            )
-        if base_channels != 64 and pretrained:
-            raise ConfigError(
-                f"model.backbone.base_channels={base_channels} fits no ImageNet weights (they "
-                "are 64 wide): set model.backbone.pretrained=null or base_channels=64"
+                f"model.backbone.out_channels must be {expected} for depth {depth} "
+                f"and base_channels {base_channels}, got {list(out_channels)}"
             )
         net = getattr(torchvision.models, _DEPTHS[depth])(weights=None)
         self.depth = depth
@@ -136,24 +189,7 @@ class ResNetBackbone(nn.Module):
         self.norm_eval = norm_eval
         self.frozen_stages = frozen_stages
         if stem == "deep":
-            half = stem_channels // 2
-            self.stem = nn.Sequential(
-                nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(half),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(half, half, 3, padding=1, bias=False),
-                nn.BatchNorm2d(half),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(half, stem_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(stem_channels),
-                nn.ReLU(inplace=True),
-            )
-            if stem_channels != 64:
-                # The first bottleneck reads the stem: widen its 1×1 conv and shortcut.
-                first = net.layer1[0]
-                first.conv1 = nn.Conv2d(stem_channels, first.conv1.out_channels, 1, bias=False)
-                out = first.downsample[0].out_channels
-                first.downsample[0] = nn.Conv2d(stem_channels, out, 1, bias=False)
+            self.stem = _deep_stem(net, stem_channels)
         else:
             self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         if base_channels != 64:
@@ -169,8 +205,7 @@ class ResNetBackbone(nn.Module):
             _dilate_layer(self.layer4, 2 if output_stride == 16 else 4)
         if output_stride == 8:
             _dilate_layer(self.layer3, 2)
-        expansion = 4 if depth >= 50 else 1
-        self.out_channels = [(base_channels << i) * expansion for i in range(4)]
+        self.out_channels = stage_channels(depth, base_channels)
         if pretrained:
             self.load_pretrained(pretrained)
         self._freeze()
@@ -184,46 +219,9 @@ class ResNetBackbone(nn.Module):
         shape does not fit (e.g. a 7×7 stem into the deep stem) are skipped;
         missing, unexpected and skipped keys are logged."""
         if pretrained == "torchvision":
-            weights = getattr(torchvision.models, _WEIGHTS[self.depth]).IMAGENET1K_V1
-            if self.stem_type == "deep":
-                log.warning(
-                    "model.backbone.pretrained=torchvision has a 7×7 stem: with stem=deep the "
-                    "stem stays randomly initialised (use stem=standard, or a V1c file)"
-                )
-            try:
-                state = weights.get_state_dict(progress=False)
-            except Exception as exc:  # offline hosts raise many kinds
-                raise ConfigError(
-                    f"model.backbone.pretrained=torchvision: could not download {weights.url} "
-                    f"({exc.__class__.__name__}); offline, copy that file here and pass "
-                    "model.backbone.pretrained=/path/to/file.pth (or put it in "
-                    "$TORCH_HOME/hub/checkpoints/)"
-                ) from None
-            source = f"torchvision ({weights.url})"
+            state, source = self._torchvision_state()
         else:
-            if published.is_short_name(pretrained):
-                if self.stem_type != "deep":
-                    raise ConfigError(
-                        "model.backbone.pretrained=v1c holds a deep stem: set "
-                        "model.backbone.stem=deep (or pretrained=torchvision for stem=standard)"
-                    )
-                path = published.fetch(published.v1c_url(self.depth, pretrained))
-            else:
-                path = Path(pretrained)
-            source = f"{pretrained} ({path})" if published.is_short_name(pretrained) else str(path)
-            if not path.is_file():
-                raise ConfigError(
-                    f"model.backbone.pretrained: no file at {path} "
-                    "(expected v1c, torchvision, a .pth file or null)"
-                )
-            try:
-                state = load_tensors(path, "model.backbone.pretrained")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            if isinstance(state, dict):
-                state = state.get("state_dict", state.get("model", state))
-            if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-                raise ConfigError(f"model.backbone.pretrained: {path} holds no state dict")
+            state, source = self._file_state(pretrained)
         mapped = map_backbone_keys(state)
         own = self.state_dict()
         fits = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
@@ -240,6 +238,54 @@ class ResNetBackbone(nn.Module):
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("skipped", skipped)):
             if keys:
                 log.warning("backbone weights: %d %s key(s): %s", len(keys), what, keys[:10])
+
+    def _torchvision_state(self) -> tuple[dict[str, Tensor], str]:
+        """torchvision's ImageNet state dict for this depth, and where it came from."""
+        weights = getattr(torchvision.models, _WEIGHTS[self.depth]).IMAGENET1K_V1
+        if self.stem_type == "deep":
+            log.warning(
+                "model.backbone.pretrained=torchvision has a 7×7 stem: with stem=deep the "
+                "stem stays randomly initialised (use stem=standard, or a V1c file)"
+            )
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as exc:  # offline hosts raise many kinds
+            raise ConfigError(
+                f"model.backbone.pretrained=torchvision: could not download {weights.url} "
+                f"({exc.__class__.__name__}); offline, copy that file here and pass "
+                "model.backbone.pretrained=/path/to/file.pth (or put it in "
+                "$TORCH_HOME/hub/checkpoints/)"
+            ) from None
+        source = f"torchvision ({weights.url})"
+        return state, source
+
+    def _file_state(self, pretrained: str) -> tuple[dict[str, Tensor], str]:
+        """The state dict of a V1c short name (fetched once) or a file path,
+        and where it came from."""
+        if published.is_short_name(pretrained):
+            if self.stem_type != "deep":
+                raise ConfigError(
+                    "model.backbone.pretrained=v1c holds a deep stem: set "
+                    "model.backbone.stem=deep (or pretrained=torchvision for stem=standard)"
+                )
+            path = published.fetch(published.v1c_url(self.depth, pretrained))
+        else:
+            path = Path(pretrained)
+        source = f"{pretrained} ({path})" if published.is_short_name(pretrained) else str(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"model.backbone.pretrained: no file at {path} "
+                "(expected v1c, torchvision, a .pth file or null)"
+            )
+        try:
+            state = load_tensors(path, "model.backbone.pretrained")
+        except CheckpointError as exc:  # a weights file named in the config
+            raise ConfigError(str(exc)) from None
+        if isinstance(state, dict):
+            state = state.get("state_dict", state.get("model", state))
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise ConfigError(f"model.backbone.pretrained: {path} holds no state dict")
+        return state, source
 
     def _freeze(self) -> None:
         stages = [nn.ModuleList([self.stem]), self.layer1, self.layer2, self.layer3, self.layer4]
@@ -290,6 +336,3 @@ def map_backbone_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
         head, _, rest = k.partition(".")
         out[f"{stem[head]}.{rest}" if head in stem else k] = v
     return out
-
-
-_map_torchvision_keys = map_backbone_keys  # the name the foundation code used

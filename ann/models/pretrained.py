@@ -23,7 +23,6 @@ V1C_URLS = {
 }
 # mmsegmentation's own spelling of the same files, accepted as aliases.
 _ALIASES = {"open-mmlab://resnet50_v1c": (50, "v1c"), "open-mmlab://resnet101_v1c": (101, "v1c")}
-SHORT_NAMES = ("v1c", "torchvision")
 
 
 def is_short_name(pretrained: str | None) -> bool:

@@ -9,7 +9,7 @@ reached, the wall time and the per-class IoU means.
 
 - :mod:`ann.summary.runs`: finding and reading run folders, and why one is skipped;
 - :mod:`ann.summary.history`: a training run's validations and wall time from
-  its TensorBoard events or train.log;
+  its metrics.jsonl and TensorBoard events (older runs: their train.log);
 - :mod:`ann.summary.sweep`: the jobs of a Hydra sweep (multirun.yaml) that left no folder;
 - :mod:`ann.summary.configurations`: grouping runs into configurations, statistics;
 - :mod:`ann.summary.report`: summary.md, summary.csv and summary_per_class.csv;

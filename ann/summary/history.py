@@ -1,19 +1,21 @@
 """A training run's course: its validations' mIoU, the last iteration it
-reached and its wall time, from its TensorBoard event files (``tb/``, the
-scalars the trainer writes, ``val/mIoU`` at each validation) or else its
-train.log.
+reached and its wall time (:func:`read_history`). The validations come from
+``metrics.jsonl`` (a line per validation, as the trainer writes it); the
+iterations and wall time from the TensorBoard event files (``tb/``). Runs
+written before metrics.jsonl existed are read from their event files
+(``val/mIoU``) or else their train.log, here and nowhere else.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-# The TensorBoard tag the trainer writes each validation's mIoU under.
-VAL_MIOU_TAG = "val/mIoU"
+from ann import metric_names as names
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _LOG_ITER = re.compile(r" iter (\d+)/(\d+) ")
@@ -61,6 +63,35 @@ def read_events(path: Path) -> Events:
     return Events(scalars, first_time)
 
 
+def read_history(run_dir: Path) -> _Curve | None:
+    """The course of the training run in ``run_dir``; None when nothing of it
+    was recorded. Validations from metrics.jsonl where it exists (full
+    precision), the rest from the event files, else train.log."""
+    curve = read_tensorboard(run_dir / "tb") or read_train_log(run_dir / "train.log")
+    logged = read_metrics_log(run_dir / names.METRICS_LOG)
+    if logged:
+        curve = curve or _Curve()
+        curve.val_miou = logged
+        curve.last_iteration = max(curve.last_iteration or 0, max(logged))
+    return curve
+
+
+def read_metrics_log(path: Path) -> dict[int, float]:
+    """``{iteration: mIoU}`` from metrics.jsonl (empty if there is none). A
+    resumed run validates some iterations again: the later line wins. A line
+    a kill cut short is skipped."""
+    if not path.is_file():
+        return {}
+    out: dict[int, float] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            out[int(entry["iteration"])] = float(entry["mIoU"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
 def read_tensorboard(tb_dir: Path) -> _Curve | None:
     """Validation mIoU per iteration, the last iteration logged and the wall
     time from the event files in ``tb_dir``; None when there are none.
@@ -84,7 +115,7 @@ def read_tensorboard(tb_dir: Path) -> _Curve | None:
         first_step = min(e.step for e in events)
         curve.val_miou = {s: v for s, v in curve.val_miou.items() if s < first_step}
         curve.val_miou.update(
-            {int(e.step): float(e.value) for e in loaded.scalars.get(VAL_MIOU_TAG, [])}
+            {int(e.step): float(e.value) for e in loaded.scalars.get(names.VAL_MIOU, [])}
         )
         curve.last_iteration = max(e.step for e in events)
         # The writer's first event is written before the first iteration.

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ann.summary.history import read_tensorboard, read_train_log
+from ann.summary.history import read_history
 
 # Any of these makes a folder a run (or the remains of one).
 RUN_FILES = ("config.yaml", "metrics.json", "train.log", "eval.log")
@@ -142,7 +142,7 @@ def read_run(path: Path) -> Run:
     kind = "eval" if "checkpoint" in config else "train"
     curve = None
     if kind == "train":
-        curve = read_tensorboard(path / "tb") or read_train_log(path / "train.log")
+        curve = read_history(path)
     metrics = read_metrics(path)
     max_iters = config.get("trainer.max_iters")
     max_iters = int(max_iters) if _is_number(max_iters) else None
@@ -151,8 +151,8 @@ def read_run(path: Path) -> Run:
             raise _Skip("no metrics.json: the evaluation did not finish")
         if curve is not None and curve.val_miou:
             raise _Skip(
-                "no metrics.json, though its TensorBoard events or train.log hold validations "
-                f"up to iteration {max(curve.val_miou)} (was it deleted?)"
+                "no metrics.json, though its metrics.jsonl, TensorBoard events or train.log "
+                f"hold validations up to iteration {max(curve.val_miou)} (was it deleted?)"
             )
         reached = curve.last_iteration if curve is not None else None
         where = (

@@ -55,6 +55,25 @@ def denormalize(image: torch.Tensor, transform: object = None) -> np.ndarray:
 
 
 @torch.no_grad()
+def overlay_panel(
+    image: np.ndarray,
+    pred: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    gt: np.ndarray | None = None,
+    ignore_index: int = 255,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Side by side: image | ground truth colours (if given) | prediction
+    blended over the image. ``image`` (h, w, 3) uint8 is resized to ``pred``'s
+    (H, W); returns (H, 2W or 3W, 3) uint8."""
+    image = resize_rgb(image, pred.shape)
+    panels = [image]
+    if gt is not None:
+        panels.append(colorize(gt, palette, ignore_index))
+    panels.append(blend(image, colorize(pred, palette), alpha))
+    return np.concatenate(panels, axis=1)
+
+
 def prediction_grid(
     model: nn.Module, dataset: Dataset, device: torch.device, count: int = 4
 ) -> np.ndarray:

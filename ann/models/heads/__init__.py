@@ -5,6 +5,5 @@ from ann.models.heads.ann_head import ANNHead
 from ann.models.heads.apnb import APNB
 from ann.models.heads.fcn_head import FCNHead
 from ann.models.heads.nonlocal_block import NonLocal2d
-from ann.models.heads.nonlocal_head import NonLocalHead
 
-__all__ = ["AFNB", "ANNHead", "APNB", "FCNHead", "NonLocal2d", "NonLocalHead"]
+__all__ = ["AFNB", "ANNHead", "APNB", "FCNHead", "NonLocal2d"]
