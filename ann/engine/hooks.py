@@ -52,7 +52,7 @@ from ann.visualization.masks import prediction_grid
 log = logging.getLogger(__name__)
 
 
-class Trainer(Protocol):
+class TrainerView(Protocol):
     """What a hook may use of :class:`ann.engine.trainer.Trainer`."""
 
     cfg: DictConfig
@@ -75,16 +75,16 @@ class Hook:
     Every rank runs every hook; write files on ``ann.dist.is_main()`` only.
     """
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainerView) -> None:
         """Before the first step of this process (after a resume's restore)."""
 
-    def after_step(self, trainer: Trainer, step: Step) -> None:
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
         """After each optimizer step; ``step.iteration`` counts from 1."""
 
-    def after_validation(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def after_validation(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
         """After each validation: ``metrics`` as metrics.json holds them."""
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerView) -> None:
         """On every exit from the loop, an error's too (close what you opened)."""
 
 
@@ -96,7 +96,7 @@ class ProgressHook(Hook):
         self.log_interval = log_interval
         self.bar: tqdm | None = None
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainerView) -> None:
         self.bar = tqdm(
             total=int(trainer.cfg.trainer.max_iters),
             initial=trainer.state.iteration,
@@ -107,7 +107,7 @@ class ProgressHook(Hook):
             file=sys.stderr,
         )
 
-    def after_step(self, trainer: Trainer, step: Step) -> None:
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
         assert self.bar is not None
         self.bar.update(1)
         self.bar.set_postfix(
@@ -124,7 +124,7 @@ class ProgressHook(Hook):
                 step.data_time,
             )
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerView) -> None:
         if self.bar is not None:
             self.bar.close()
 
@@ -147,11 +147,11 @@ class TensorBoardHook(Hook):
         self.num_vis = num_vis
         self.writer: SummaryWriter | None = None
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainerView) -> None:
         if dist.is_main():
             self.writer = SummaryWriter(trainer.out_dir / "tb")
 
-    def after_step(self, trainer: Trainer, step: Step) -> None:
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
         if self.writer is None or step.iteration % self.log_interval:
             return
         for key, value in step.losses.items():
@@ -161,7 +161,7 @@ class TensorBoardHook(Hook):
         self.writer.add_scalar(names.TIME_DATA, step.data_time, step.iteration)
         self.writer.add_scalar(names.MEMORY, peak_memory_mib(trainer.device), step.iteration)
 
-    def after_validation(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def after_validation(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
         if self.writer is None:
             return
         iteration = metrics["iteration"]
@@ -174,7 +174,7 @@ class TensorBoardHook(Hook):
         grid = prediction_grid(model, trainer.val_set, trainer.device, self.num_vis)
         self.writer.add_image(names.VAL_PREDICTIONS, grid, iteration, dataformats="HWC")
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerView) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -189,7 +189,7 @@ class EvaluationHook(Hook):
     def __init__(self, val_interval: int) -> None:
         self.val_interval = val_interval
 
-    def after_step(self, trainer: Trainer, step: Step) -> None:
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
         if step.iteration % self.val_interval and not step.last:
             return
         state = trainer.state
@@ -197,7 +197,7 @@ class EvaluationHook(Hook):
         step.is_best = step.metrics["mIoU"] > state.best_miou
         state.best_miou = max(state.best_miou, step.metrics["mIoU"])
 
-    def after_validation(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def after_validation(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
         if not dist.is_main():
             return
         log.info("validation at iteration %d:\n%s", metrics["iteration"], format_table(metrics))
@@ -214,15 +214,15 @@ class SignalHook(Hook):
     def __init__(self) -> None:
         self.guard: SignalGuard | None = None
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainerView) -> None:
         self.guard = SignalGuard().__enter__()
 
-    def after_step(self, trainer: Trainer, step: Step) -> None:
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
         assert self.guard is not None
         # Every rank stops at the same step, as rank 0 decides.
         step.stop = bool(dist.broadcast_object(self.guard.received is not None))
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerView) -> None:
         if self.guard is not None:
             guard, self.guard = self.guard, None
             guard.__exit__(None, None, None)
@@ -235,7 +235,7 @@ class CheckpointHook(Hook):
     def __init__(self, ckpt_interval: int) -> None:
         self.ckpt_interval = ckpt_interval
 
-    def after_step(self, trainer: Trainer, step: Step) -> None:
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
         periodic = step.iteration % self.ckpt_interval == 0
         if periodic or step.last or step.is_best or step.stop:
             trainer.save(step.iteration, best=step.is_best)
@@ -279,6 +279,7 @@ __all__ = [
     "ProgressHook",
     "SignalHook",
     "TensorBoardHook",
+    "TrainerView",
     "build_hooks",
     "peak_memory_mib",
 ]

@@ -41,6 +41,7 @@ MAY_CHANGE_ON_RESUME = (
     "trainer.resume",
     "trainer.load_from",
     "trainer.dist_timeout_min",
+    "trainer.hooks",
     "evaluator.",
     "output_dir",
     "paths.",
