@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, quote_path_argv, set_output_dir
 from ann.commands.infer import infer
+from ann.commands.overrides import zoo_experiment_argv
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
@@ -16,4 +17,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
+    zoo_experiment_argv()  # checkpoint=zoo:NAME: experiment= defaults to the entry's
     main()

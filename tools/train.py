@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, quote_path_argv, set_output_dir
+from ann.commands.overrides import zoo_experiment_argv
 from ann.commands.train import train
 
 
@@ -16,4 +17,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     quote_path_argv()  # a sweep folder's "=" in checkpoint=... needs no quotes
+    zoo_experiment_argv()  # checkpoint=zoo:NAME: experiment= defaults to the entry's
     main()
