@@ -29,10 +29,10 @@ from torch import Tensor, nn
 
 from ann.config.compose import compose
 from ann.data.base import default_palette, read_image
-from ann.engine.loading import checkpoint_config, load_model, open_checkpoint
-from ann.engine.zoo import ZooEntry, pretrained_checkpoint
-from ann.engine.zoo import list_models as _list_models
 from ann.evaluation.evaluator import Evaluator
+from ann.hub.loading import checkpoint_config, load_model, open_checkpoint
+from ann.hub.zoo import ZooEntry, pretrained_checkpoint
+from ann.hub.zoo import list_models as _list_models
 from ann.visualization.masks import blend
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike

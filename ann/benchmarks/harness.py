@@ -30,7 +30,7 @@ def model_config(model: str, *overrides: str) -> DictConfig:
 
 def build_model(cfg: DictConfig) -> torch.nn.Module:
     """``cfg.model`` with random weights (no ImageNet download), in train mode."""
-    from ann.engine.loading import load_model
+    from ann.hub.loading import load_model
 
     return load_model(cfg.model).train()
 

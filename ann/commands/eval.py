@@ -14,10 +14,10 @@ from torch.utils.tensorboard import SummaryWriter
 from ann import dist
 from ann.commands.overrides import command_line_overrides
 from ann.config.schema import check_config
-from ann.engine.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import write_metrics
 from ann.evaluation.metrics import format_table
+from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
 from ann.visualization.figures import write_eval_plots
 

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ann.commands.overrides import command_line_overrides
-from ann.engine.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.errors import ConfigError
+from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ann.engine.zoo import get_entry
 from ann.errors import UserError
+from ann.hub.zoo import get_entry
 
 
 def command_line_overrides() -> list[str] | None:

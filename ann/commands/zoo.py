@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ann.engine.zoo import ENV, ZooEntry, list_models, pretrained_checkpoint
 from ann.errors import OneLineArgumentParser, exit_2_on_user_error
+from ann.hub.zoo import ENV, ZooEntry, list_models, pretrained_checkpoint
 
 HEADER = ("name", "dataset", "backbone", "crop", "iters", "mIoU", "ms+flip", "experiment", "url")
 

@@ -29,6 +29,7 @@ from ann.engine.build import build_training, train_loader
 from ann.engine.checkpoint import (
     has_checkpoint,
     link_checkpoint,
+    load_checkpoint,
     load_model_weights,
     load_newest,
     prune_checkpoints,
@@ -37,7 +38,6 @@ from ann.engine.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from ann.engine.loading import open_checkpoint
 from ann.engine.signals import SignalGuard
 from ann.errors import CheckpointSaveError, DataLoaderDied, TrainingDiverged
 from ann.evaluation.evaluator import write_metrics
@@ -163,9 +163,8 @@ class Trainer:
                 # last.pth is older, torn or missing: it names this one again.
                 link_checkpoint(path, self.ckpt_dir / "last.pth")
         elif self.tcfg.get("load_from"):
-            # A path or zoo:NAME (a published model, downloaded and converted once).
-            path, state = open_checkpoint(self.tcfg.load_from, "trainer.load_from", self.device)
-            load_model_weights(self.model, state, path)
+            state = load_checkpoint(self.tcfg.load_from, self.device, key="trainer.load_from")
+            load_model_weights(self.model, state, self.tcfg.load_from)
             log.info("loaded weights from %s (fine-tuning from iteration 0)", self.tcfg.load_from)
 
     def _state(self, iteration: int) -> dict:

@@ -2,7 +2,7 @@
 ``ann.api.Segmenter``, tools/eval.py, tools/infer.py, tools/export.py,
 ``trainer.load_from`` and the benchmarks.
 
-A checkpoint is named by a path or ``zoo:NAME`` (:mod:`ann.engine.zoo`). Its
+A checkpoint is named by a path or ``zoo:NAME`` (:mod:`ann.hub.zoo`). Its
 model is rebuilt from the config it carries: a trained checkpoint holds its
 resolved config, a converted one names its experiment
 (:func:`checkpoint_config`). The tools compose their config before they read
@@ -24,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from ann.config.compose import compose
-from ann.engine import zoo
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.errors import CheckpointError
+from ann.hub import zoo
 from ann.models.pretrained import without_pretrained
 
 # The parts of a config that describe the checkpoint's model and its data
