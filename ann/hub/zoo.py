@@ -202,18 +202,24 @@ def pretrained_checkpoint(name: str, key: str = "zoo") -> Path:
     file fetched, converted and written atomically beside it. Its
     ``experiment`` is the entry's."""
     entry = get_entry(name)
+    if entry.source == "ann":  # used as it is (a local file's hash checked on every use)
+        return source_file(entry, key)
     out = entry.converted_path()
     if out.is_file():
         return out
     src = source_file(entry, key)
-    if entry.source == "ann":
-        return src
     try:
         converted = convert(entry.source, src)
     except CheckpointError:
-        if entry.remote:  # a download that does not load is not kept: the next try fetches again
-            src.unlink(missing_ok=True)
-        raise
+        if not entry.remote:
+            raise
+        # A download cut short passes torch.hub when no hash is known: it is
+        # not kept, so that the next try fetches it again.
+        src.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{key} {entry.name}: the download of {entry.url} is incomplete or damaged "
+            "(it does not load as a checkpoint); it was not kept, run again"
+        ) from None
     state = converted.checkpoint(entry.url or src)
     state["experiment"] = entry.experiment
     state["zoo"] = entry.name
