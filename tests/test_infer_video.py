@@ -204,3 +204,13 @@ def test_eval_and_video_infer_tools_with_a_zoo_name(
     assert done.returncode == 0, done.stderr[-2000:]
     out = video_info(out_dir / "predictions" / "overlays" / "clip.mp4")
     assert (out.frames, out.width, out.height) == (5, 64, 48) and abs(out.fps - 12.0) < 1e-3
+
+
+def test_predict_benchmark_reports_equal_masks(capsys: pytest.CaptureFixture) -> None:
+    from ann.benchmarks import predict
+
+    argv = "--images 3 --size 32x40 --batch-sizes 3 --repeats 1 --threads 1".split()
+    figures = predict.main(argv)
+    assert set(figures["results"]) == {"one at a time", "batch 3"}
+    assert all(r["equal"] and r["images_per_s"] > 0 for r in figures["results"].values())
+    assert "speedup" in capsys.readouterr().out
