@@ -3,11 +3,13 @@
     from ann import Segmenter
     seg = Segmenter.from_checkpoint("outputs/demo/checkpoints/best.pth", device="cpu")
     mask = seg.predict("photo.png")  # (H, W) int64 class ids
+    seg = Segmenter.from_pretrained("ann_r50-d8_512x1024_40k_cityscapes")  # tools/zoo.py list
 
 The model is rebuilt from the config the checkpoint carries (a trained one
 holds its resolved config; a converted one names its experiment, whose config
-is composed from the installed configs/), without ImageNet weights: nothing is
-ever downloaded. Predictions go through the config's evaluation transform and
+is composed from the installed configs/), without ImageNet weights: only
+:meth:`Segmenter.from_pretrained` (a registry name, :mod:`ann.hub.zoo`)
+downloads, once. Predictions go through the config's evaluation transform and
 :meth:`Evaluator.predict <ann.evaluation.evaluator.Evaluator.predict>`, so they
 equal those of ``tools/eval.py`` and ``tools/infer.py``.
 """

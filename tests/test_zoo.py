@@ -341,3 +341,43 @@ def test_user_registry_paths_and_file_urls(
         a.model.state_dict()["decode_head.classifier.weight"],
         b.model.state_dict()["decode_head.classifier.weight"],
     )
+
+
+def demo_registry(folder: Path, ckpt: Path) -> Path:
+    """A user registry naming the trained demo checkpoint (this project's format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"source": "ann", "url": ckpt.as_uri(), "experiment": "demo", "dataset": "shapes"}
+    return write_registry(folder / "team.yaml", {"team_demo": spec})
+
+
+def test_load_from_a_zoo_name_fine_tunes(
+    trained_demo: Path, shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ann.commands.train import train
+    from conftest import compose_cfg, tiny_train_overrides
+
+    ckpt = trained_demo / "checkpoints" / "best.pth"
+    monkeypatch.setenv(zoo.ENV, str(demo_registry(tmp_path / "zoo", ckpt)))
+    out = tmp_path / "run"
+    extra = ["trainer.load_from=zoo:team_demo", "trainer.max_iters=1", "trainer.val_interval=1"]
+    train(compose_cfg(tiny_train_overrides(shapes_root, out, *extra)))
+    assert (
+        f"loaded weights from {ckpt} (fine-tuning from iteration 0)"
+        in (out / "train.log").read_text()
+    )
+
+
+def test_eval_without_experiment_uses_the_checkpoints_config(
+    trained_demo: Path, shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tools/eval.py's body as the tool runs it, given only checkpoint= (and the data's keys)."""
+    from ann.commands import eval as eval_command
+    from conftest import compose_cfg
+
+    ckpt = trained_demo / "checkpoints" / "best.pth"
+    given = [f"checkpoint={ckpt}", f"output_dir={tmp_path}", f"dataset.root={shapes_root}"]
+    monkeypatch.setattr(eval_command, "command_line_overrides", lambda: given)
+    metrics = eval_command.evaluate(compose_cfg(given, "eval"))  # composed: ann_r50, no experiment
+    assert metrics["num_images"] == 6
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "depth: 18" in saved and f"root: {shapes_root}" in saved

@@ -56,12 +56,13 @@ def load_model(
     model_cfg: DictConfig,
     state: dict[str, Any] | None = None,
     path: str | Path = "checkpoint",
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> nn.Module:
     """``model_cfg`` built without ImageNet weights (never downloads), filled
     strictly from ``state["model"]`` (a :func:`load_checkpoint` dict read
     from ``path``; None: random weights, for benchmarks and shape checks),
-    moved to ``device``, in eval mode. A checkpoint that does not fit is one
+    moved to ``device`` (None: left where it was built, e.g. on the meta
+    device for counting), in eval mode. A checkpoint that does not fit is one
     :class:`CheckpointError` line that names the experiment it records."""
     model = instantiate(without_pretrained(model_cfg))
     if state is not None:
@@ -75,7 +76,7 @@ def load_model(
                 f"{exc}; the checkpoint records experiment {recorded}: leave experiment= out "
                 f"to rebuild the checkpoint's own model, or pass experiment={recorded}"
             ) from None
-    return model.to(device).eval()
+    return (model if device is None else model.to(device)).eval()
 
 
 def checkpoint_config(
