@@ -198,22 +198,23 @@ def test_from_pretrained_downloads_converts_caches_and_works_offline(
     server, path, digest = served
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     registry = write_registry(
-        tmp_path / "my_models.yaml",
+        path.parent / "my_models.yaml",  # served too: a remote registry
         {
             "mine": entry(f"{server.url}/{path.name}", digest),
             "prefix_only": entry(f"{server.url}/{path.name}", None),  # the name's 8 digits
         },
     )
-    monkeypatch.setenv(zoo.ENV, str(registry))
+    monkeypatch.setenv(zoo.ENV, f"{server.url}/{registry.name}")
     assert [e.name for e in list_models("mine")] == ["mine", "prefix_only"]
     seg = Segmenter.from_pretrained("mine", device="cpu", overrides=SMALL)
     assert "100%" in capfd.readouterr().err  # torch.hub's progress bar
     cache = zoo.cache_dir()
-    assert sorted(p.name for p in cache.iterdir()) == sorted([path.name, f"{path.stem}.ann.pth"])
+    files = sorted(p.name for p in cache.iterdir() if p.is_file())
+    assert files == sorted([path.name, f"{path.stem}.ann.pth"])
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     mask = seg.predict(image)
     assert mask.shape == (40, 56) and len(seg.classes) == 19
-    server.stop()
+    server.stop()  # offline now: the registry's copy and the converted file serve
     again = Segmenter.from_pretrained("mine", device="cpu", overrides=SMALL)
     np.testing.assert_array_equal(again.predict(image), mask)
     # The download may go: the converted file alone serves every later load.

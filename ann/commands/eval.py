@@ -29,8 +29,9 @@ def evaluate(cfg: DictConfig) -> dict:
     of the dataset; writes eval.log, metrics.json, metrics.csv,
     confusion_matrix.png and per_class_iou.png to ``cfg.output_dir`` (the two
     figures also to TensorBoard under ``tb/``) and returns the metrics."""
-    # Cheap checks first: a bad checkpoint fails in seconds. The checkpoint's
-    # own config fills in the model when the command line named no experiment.
+    # Cheap checks first: a bad key or checkpoint fails in seconds. The
+    # checkpoint's own config fills in the model when no experiment is named.
+    check_config(cfg, ("model", "evaluator", "dataset"))
     path, state = open_checkpoint(cfg.checkpoint)
     cfg = with_checkpoint_config(cfg, state, path, command_line_overrides())
     check_config(cfg, ("model", "evaluator", "dataset"))

@@ -62,11 +62,13 @@ def infer(cfg: DictConfig) -> list[Path]:
     class indices) and ``predictions/overlays/{name}.png`` (image | prediction
     overlay) and returns the mask paths. A video: see :func:`infer_video`.
     Everything goes under ``cfg.output_dir``."""
+    check_config(cfg, ("model", "evaluator"))
     if cfg.get("input") is None:
         raise ConfigError("input: missing (input=IMAGE, input=FOLDER, input='GLOB' or input=VIDEO)")
     video = is_video(str(cfg.input)) and Path(str(cfg.input)).is_file()
     inputs = [] if video else collect_inputs(str(cfg.input))
-    # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
+    # Cheap checks first: a bad key or checkpoint fails in seconds. The
+    # checkpoint's own config fills in the model when no experiment is named.
     path, state = open_checkpoint(cfg.checkpoint)
     cfg = with_checkpoint_config(cfg, state, path, command_line_overrides())
     check_config(cfg, ("model", "evaluator"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import urllib.error
 import urllib.parse
@@ -31,6 +32,8 @@ from ann.convert import convert
 from ann.engine.checkpoint import save_checkpoint
 from ann.errors import CheckpointError, ConfigError
 from ann.models.pretrained import fetch
+
+log = logging.getLogger(__name__)
 
 PREFIX = "zoo:"
 ENV = "ANN_ZOO"
@@ -96,14 +99,31 @@ def registry_sources() -> list[str]:
     return [str(config_dir() / "zoo.yaml"), *extra]
 
 
+def _registry_copy(url: str) -> Path:
+    """Where the last good copy of a remote registry is kept, for offline use."""
+    return cache_dir() / "registries" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.yaml"
+
+
 def _read_text(spec: str) -> str:
-    scheme = urllib.parse.urlsplit(spec).scheme
+    """A registry's text. A remote one is kept beside the checkpoints, and that
+    copy is read when the host cannot be reached (so cached models load offline)."""
+    remote = urllib.parse.urlsplit(spec).scheme in ("http", "https")
     try:
-        if scheme in ("http", "https", "file"):
+        if remote or urllib.parse.urlsplit(spec).scheme == "file":
             with urllib.request.urlopen(spec, timeout=_REGISTRY_TIMEOUT_S) as response:
-                return response.read().decode()
+                text = response.read().decode()
+            if remote:
+                copy = _registry_copy(spec)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(text)
+            return text
         return Path(spec).expanduser().read_text()
     except (OSError, urllib.error.URLError, UnicodeDecodeError) as exc:
+        if remote and _registry_copy(spec).is_file():
+            log.warning(
+                "%s: could not read %s; using its copy of %s", ENV, spec, _registry_copy(spec)
+            )
+            return _registry_copy(spec).read_text()
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise ConfigError(f"{ENV}: could not read the model registry {spec} ({reason})") from None
 
