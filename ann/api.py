@@ -236,18 +236,10 @@ class Segmenter:
         if not isinstance(images, (list, tuple)):
             return self.scores(images).argmax(0).numpy().astype(np.int64)
         rgbs = [as_rgb(image) for image in images]
-        by_size: dict[tuple[int, ...], list[int]] = {}
-        for index, rgb in enumerate(rgbs):
-            by_size.setdefault(rgb.shape, []).append(index)
-        masks: list[np.ndarray | None] = [None] * len(rgbs)
-        for indices in by_size.values():
-            for start in range(0, len(indices), max(int(batch_size), 1)):
-                chunk = indices[start : start + max(int(batch_size), 1)]
-                batch = torch.stack([self._tensor(rgbs[i]) for i in chunk]).to(self.device)
-                out = self.evaluator.predict(self.model.eval(), batch, rgbs[chunk[0]].shape[:2])
-                for i, scores in zip(chunk, out.argmax(1).cpu(), strict=True):
-                    masks[i] = scores.numpy().astype(np.int64)
-        return masks  # type: ignore[return-value]
+        tensors = [self._tensor(rgb) for rgb in rgbs]
+        sizes = [rgb.shape[:2] for rgb in rgbs]
+        masks = self.evaluator.predict_masks(self.model.eval(), tensors, sizes, batch_size)
+        return [m.numpy().astype(np.int64) for m in masks]
 
     def overlay(self, image: ImageLike, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """``image`` with ``mask`` (H, W) class ids drawn in :attr:`palette`

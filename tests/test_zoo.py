@@ -369,7 +369,7 @@ def test_load_from_a_zoo_name_fine_tunes(
 
 
 def test_eval_without_experiment_uses_the_checkpoints_config(
-    trained_demo: Path, shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_demo: Path, shapes_root: Path, tmp_path: Path
 ) -> None:
     """tools/eval.py's body as the tool runs it, given only checkpoint= (and the data's keys)."""
     from ann.commands import eval as eval_command
@@ -377,8 +377,7 @@ def test_eval_without_experiment_uses_the_checkpoints_config(
 
     ckpt = trained_demo / "checkpoints" / "best.pth"
     given = [f"checkpoint={ckpt}", f"output_dir={tmp_path}", f"dataset.root={shapes_root}"]
-    monkeypatch.setattr(eval_command, "command_line_overrides", lambda: given)
-    metrics = eval_command.evaluate(compose_cfg(given, "eval"))  # composed: ann_r50, no experiment
+    metrics = eval_command.evaluate(compose_cfg(given, "eval"), given)  # composed: ann_r50
     assert metrics["num_images"] == 6
     saved = (tmp_path / "config.yaml").read_text()
     assert "depth: 18" in saved and f"root: {shapes_root}" in saved

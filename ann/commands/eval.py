@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from ann import dist
-from ann.commands.overrides import command_line_overrides
 from ann.config.schema import check_config
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import write_metrics
@@ -24,16 +24,19 @@ from ann.visualization.figures import write_eval_plots
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict:
     """Loads ``cfg.checkpoint`` into ``cfg.model`` and evaluates ``cfg.split``
     of the dataset; writes eval.log, metrics.json, metrics.csv,
     confusion_matrix.png and per_class_iou.png to ``cfg.output_dir`` (the two
-    figures also to TensorBoard under ``tb/``) and returns the metrics."""
+    figures also to TensorBoard under ``tb/``) and returns the metrics.
+    ``overrides``: the command line that composed ``cfg`` (tools/eval.py);
+    without ``experiment=`` in it the checkpoint's own config rebuilds the
+    model (:func:`ann.hub.loading.with_checkpoint_config`)."""
     # Cheap checks first: a bad key or checkpoint fails in seconds. The
     # checkpoint's own config fills in the model when no experiment is named.
     check_config(cfg, ("model", "evaluator", "dataset"))
     path, state = open_checkpoint(cfg.checkpoint)
-    cfg = with_checkpoint_config(cfg, state, path, command_line_overrides())
+    cfg = with_checkpoint_config(cfg, state, path, overrides)
     check_config(cfg, ("model", "evaluator", "dataset"))
     device = dist.init_distributed(float(cfg.trainer.get("dist_timeout_min", 30)))
     try:

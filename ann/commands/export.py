@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ann.commands.overrides import command_line_overrides
 from ann.errors import ConfigError
 from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
@@ -84,13 +84,13 @@ def compare_onnx(
     return diffs
 
 
-def export_onnx(cfg: DictConfig) -> Path:
+def export_onnx(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Path:
     """Loads ``cfg.checkpoint`` into ``cfg.model`` and writes
     ``<output_dir>/<export.filename>``; with ``export.check`` compares
     onnxruntime and PyTorch (at the export size and ``export.check_sizes``)
     and writes export.json. Returns the ONNX path."""
     path, state = open_checkpoint(cfg.checkpoint)  # a file or zoo:NAME
-    cfg = with_checkpoint_config(cfg, state, path, command_line_overrides())
+    cfg = with_checkpoint_config(cfg, state, path, overrides)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -6,6 +6,7 @@ import glob
 import itertools
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ann.api import Segmenter, load_model
-from ann.commands.overrides import command_line_overrides
 from ann.config.schema import check_config
 from ann.data.base import read_image
 from ann.data.folder import IMAGE_SUFFIXES
@@ -55,13 +55,15 @@ def collect_inputs(spec: str) -> list[tuple[Path, str]]:
 
 
 @torch.no_grad()
-def infer(cfg: DictConfig) -> list[Path]:
+def infer(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[Path]:
     """Predicts ``cfg.input`` with ``cfg.checkpoint`` (a file or ``zoo:NAME``)
     and the configured evaluator's mode, scales and flip. Images: writes
     ``predictions/masks/{name}.png`` (palette PNGs whose pixel values are
     class indices) and ``predictions/overlays/{name}.png`` (image | prediction
     overlay) and returns the mask paths. A video: see :func:`infer_video`.
-    Everything goes under ``cfg.output_dir``."""
+    Everything goes under ``cfg.output_dir``. ``overrides``: the command line
+    that composed ``cfg`` (tools/infer.py); without ``experiment=`` in it the
+    checkpoint's own config rebuilds the model."""
     check_config(cfg, ("model", "evaluator"))
     if cfg.get("input") is None:
         raise ConfigError("input: missing (input=IMAGE, input=FOLDER, input='GLOB' or input=VIDEO)")
@@ -70,7 +72,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     # Cheap checks first: a bad key or checkpoint fails in seconds. The
     # checkpoint's own config fills in the model when no experiment is named.
     path, state = open_checkpoint(cfg.checkpoint)
-    cfg = with_checkpoint_config(cfg, state, path, command_line_overrides())
+    cfg = with_checkpoint_config(cfg, state, path, overrides)
     check_config(cfg, ("model", "evaluator"))
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
