@@ -15,14 +15,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ann.api import Segmenter, load_model
+from ann.api import Segmenter
 from ann.config.schema import check_config
 from ann.data.base import read_image
 from ann.data.folder import IMAGE_SUFFIXES
 from ann.data.video import VideoWriter, is_video, read_frames, video_info
 from ann.errors import ConfigError, DataError
 from ann.evaluation.predictions import PredictionWriter, save_index_png
-from ann.hub.loading import open_checkpoint, with_checkpoint_config
+from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
 
 log = logging.getLogger(__name__)
