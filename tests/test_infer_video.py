@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_zoo import Server
 
 from ann import Segmenter
 from ann.commands import infer as infer_command
@@ -183,10 +184,12 @@ def tool(script: str, *args: str, env: dict[str, str] | None = None):
 def test_eval_and_video_infer_tools_with_a_zoo_name(
     demo_ckpt: Path, shapes_root: Path, tmp_path: Path
 ) -> None:
-    """checkpoint=zoo:NAME: the experiment comes from the registry entry."""
+    """checkpoint=zoo:NAME served from 127.0.0.1: the experiment comes from the
+    registry entry; the second tool runs with the server stopped, from the cache."""
+    server = Server(demo_ckpt.parent)
     registry = tmp_path / "zoo.yaml"
     registry.write_text(
-        f"models:\n  team_demo:\n    source: ann\n    url: {demo_ckpt.as_uri()}\n"
+        f"models:\n  team_demo:\n    source: ann\n    url: {server.url}/best.pth\n"
         "    experiment: demo\n    dataset: shapes\n"
     )
     env = {**tool_env(), "TORCH_HOME": str(tmp_path / "torch_home"), ENV: str(registry)}
