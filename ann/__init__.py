@@ -16,9 +16,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Public name -> the module that defines it (PEP 562 lazy attributes). By
 # module name, not an import statement: the package root sits below every
 # floor and must not load the top floor when a light module is imported.
-_LAZY = {"Segmenter": "ann.api"}
+_LAZY = {"Segmenter": "ann.api", "list_models": "ann.api"}
 
-__all__ = ["Segmenter"]
+__all__ = ["Segmenter", "list_models"]
 
 
 def __getattr__(name: str) -> Any:

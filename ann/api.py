@@ -3,11 +3,13 @@
     from ann import Segmenter
     seg = Segmenter.from_checkpoint("outputs/demo/checkpoints/best.pth", device="cpu")
     mask = seg.predict("photo.png")  # (H, W) int64 class ids
+    seg = Segmenter.from_pretrained("ann_r50-d8_512x1024_40k_cityscapes")  # tools/zoo.py list
 
 The model is rebuilt from the config the checkpoint carries (a trained one
 holds its resolved config; a converted one names its experiment, whose config
-is composed from the installed configs/), without ImageNet weights: nothing is
-ever downloaded. Predictions go through the config's evaluation transform and
+is composed from the installed configs/), without ImageNet weights: only
+:meth:`Segmenter.from_pretrained` (a registry name, :mod:`ann.hub.zoo`)
+downloads, once. Predictions go through the config's evaluation transform and
 :meth:`Evaluator.predict <ann.evaluation.evaluator.Evaluator.predict>`, so they
 equal those of ``tools/eval.py`` and ``tools/infer.py``.
 """
@@ -27,20 +29,34 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 
-from ann.config.compose import apply_overrides, compose
+from ann.config.compose import compose
 from ann.config.schema import check_config
 from ann.data.base import default_palette, read_image
-from ann.engine.checkpoint import load_checkpoint, load_model_weights
-from ann.errors import CheckpointError
 from ann.evaluation.evaluator import Evaluator
-from ann.models.pretrained import without_pretrained
+from ann.hub.loading import INFERENCE_GROUPS, checkpoint_config, load_model, open_checkpoint
+from ann.hub.zoo import ZooEntry, pretrained_checkpoint
+from ann.hub.zoo import list_models as _list_models
+from ann.visualization.masks import blend
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
-# The groups a Segmenter reads, checked against the schema as the tools check
-# them (the training cross-key rules, e.g. crop within scale, do not apply).
-INFERENCE_GROUPS = ("model", "evaluator")
 
-__all__ = ["ImageLike", "Segmenter", "dataset_labels", "eval_transform", "load_model"]
+__all__ = [
+    "ImageLike",
+    "Segmenter",
+    "checkpoint_config",
+    "dataset_labels",
+    "eval_transform",
+    "list_models",
+    "load_model",
+]
+
+
+def list_models(dataset: str | None = None) -> list[ZooEntry]:
+    """The model registry (configs/zoo.yaml and the files in ``$ANN_ZOO``),
+    optionally only one ``dataset``'s models: entries with ``name``,
+    ``source``, ``url``, ``sha256``, ``experiment``, ``dataset``, ``crop``,
+    ``schedule`` and the published ``miou`` (``ss``, ``ms_flip``)."""
+    return _list_models(dataset)
 
 
 def dataset_labels(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
@@ -61,38 +77,6 @@ def eval_transform(cfg: DictConfig) -> Callable[..., tuple[Tensor, Tensor]] | No
     (3, h, w) float32, (H, W) int64``; None if the dataset defines none."""
     split = cfg.dataset.get("val") or cfg.dataset.get("train")
     return instantiate(split.transforms) if split.get("transforms") else None
-
-
-def load_model(
-    model_cfg: DictConfig, state: dict[str, Any], path: str | Path, device: torch.device | str
-) -> nn.Module:
-    """``model_cfg`` built without ImageNet weights (never downloads), filled
-    strictly from ``state["model"]`` (a :func:`load_checkpoint` dict read from
-    ``path``), moved to ``device`` and put in eval mode."""
-    model = instantiate(without_pretrained(model_cfg))
-    load_model_weights(model, state, path)
-    return model.to(device).eval()
-
-
-def checkpoint_config(
-    state: dict[str, Any], path: str | Path, experiment: str | None, overrides: Sequence[str]
-) -> DictConfig:
-    """The config to rebuild a checkpoint's model: the resolved one a trained
-    checkpoint carries, else the composed experiment a converted one names
-    (``experiment`` overrides either; ``overrides`` apply on top)."""
-    if experiment is None and isinstance(state.get("config"), dict):
-        cfg = apply_overrides(OmegaConf.create(state["config"]), overrides)
-        check_config(cfg, INFERENCE_GROUPS)
-        return cfg
-    name = experiment or state.get("experiment")
-    if not name:
-        raise CheckpointError(
-            f"{path}: holds neither a config nor an experiment name; pass experiment=NAME "
-            "(the configs/experiment/ file its model was trained with)"
-        )
-    cfg = compose("train", [f"experiment={name}", *overrides])
-    check_config(cfg, INFERENCE_GROUPS)
-    return cfg
 
 
 def build_evaluator(evaluator_cfg: DictConfig, **options: Any) -> Evaluator:
@@ -173,13 +157,27 @@ class Segmenter:
         experiment instead of the checkpoint's own record; ``overrides``
         (``key=value`` strings) change the rebuilt config, e.g. the dataset's
         evaluation ``scale``."""
-        state = load_checkpoint(path)
+        path, state = open_checkpoint(path)  # a file or zoo:NAME
         cfg = checkpoint_config(state, path, experiment, overrides)
         evaluator = build_evaluator(
             cfg.evaluator, mode=mode, scales=scales, flip=flip, crop_size=crop_size, stride=stride
         )
         model = load_model(cfg.model, state, path, "cpu")
         return cls(cfg, model, evaluator, device)
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str, device: torch.device | str | None = None, **options: Any
+    ) -> Segmenter:
+        """A registry model by name (``python tools/zoo.py list``): downloaded
+        once into torch.hub's cache (progress bar, SHA-256 checked), converted
+        once, the converted checkpoint cached beside the download; later calls
+        need no network. ``options``: those of :meth:`from_checkpoint`. With no
+        network and no cached copy: one :class:`ConfigError` line naming the URL
+        and the path where a copy can be placed."""
+        return cls.from_checkpoint(
+            pretrained_checkpoint(name, "from_pretrained"), device, **options
+        )
 
     @classmethod
     def from_config(
@@ -203,7 +201,15 @@ class Segmenter:
         evaluator = build_evaluator(
             cfg.evaluator, mode=mode, scales=scales, flip=flip, crop_size=crop_size, stride=stride
         )
-        return cls(cfg, instantiate(without_pretrained(cfg.model)), evaluator, device)
+        return cls(cfg, load_model(cfg.model), evaluator, device)
+
+    def _tensor(self, rgb: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 RGB -> the model's (3, h, w) float32 input (the
+        dataset's evaluation transform: resize, channel order, normalisation)."""
+        if self.transform is None:
+            return torch.from_numpy(rgb).permute(2, 0, 1).float()
+        tensor, _ = self.transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
+        return tensor
 
     @property
     def num_classes(self) -> int:
@@ -215,21 +221,40 @@ class Segmenter:
         """Class scores of one image at its own size: (K, H, W) float32 on the
         CPU (softmax probabilities or logits, as ``evaluator.average`` says)."""
         rgb = as_rgb(image)
-        if self.transform is not None:
-            tensor, _ = self.transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
-        else:
-            tensor = torch.from_numpy(rgb).permute(2, 0, 1).float()
+        tensor = self._tensor(rgb)
         self.model.eval()
         out = self.evaluator.predict(self.model, tensor[None].to(self.device), rgb.shape[:2])
         return out[0].float().cpu()
 
-    def predict(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+    @torch.no_grad()
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], batch_size: int = 8
+    ) -> np.ndarray | list[np.ndarray]:
         """Class ids of an image: an (H, W, 3) uint8 RGB array, a PIL image or
         a path -> an (H, W) int64 array at the image's size. A list of images
-        (any sizes) -> a list of such arrays."""
-        if isinstance(images, (list, tuple)):
-            return [self.predict(image) for image in images]
-        return self.scores(images).argmax(0).numpy().astype(np.int64)
+        (any sizes) -> a list of such arrays, in order; images of one size go
+        through the model together, ``batch_size`` at a time (the masks equal
+        one-at-a-time prediction: every layer treats a batch's images apart)."""
+        if not isinstance(images, (list, tuple)):
+            return self.scores(images).argmax(0).numpy().astype(np.int64)
+        rgbs = [as_rgb(image) for image in images]
+        tensors = [self._tensor(rgb) for rgb in rgbs]
+        sizes = [rgb.shape[:2] for rgb in rgbs]
+        masks = self.evaluator.predict_masks(self.model.eval(), tensors, sizes, batch_size)
+        return [m.numpy().astype(np.int64) for m in masks]
+
+    def overlay(self, image: ImageLike, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """``image`` with ``mask`` (H, W) class ids drawn in :attr:`palette`
+        colours over it: ``alpha`` of the colour, ``1 - alpha`` of the image ->
+        (H, W, 3) uint8 RGB. Pixels whose id is no class (255: ignore) keep
+        the image's colour."""
+        rgb = as_rgb(image)
+        mask = np.asarray(mask)
+        if mask.shape != rgb.shape[:2]:
+            raise ValueError(f"mask of shape {mask.shape} for an image of size {rgb.shape[:2]}")
+        known = (mask >= 0) & (mask < len(self.palette))
+        colours = np.where(known[..., None], self.palette[np.where(known, mask, 0)], rgb)
+        return blend(rgb, colours, alpha)
 
     def __repr__(self) -> str:
         ev = self.evaluator

@@ -16,6 +16,7 @@ FLOORS: dict[str, int] = {
     "ann.api": 5,
     "ann.cli": 5,
     "ann.benchmarks": 4,
+    "ann.hub": 4,
     "ann.summary": 4,
     "ann.engine": 3,
     "ann.evaluation": 2,

@@ -1,4 +1,4 @@
-"""Benchmarks: python tools/benchmark.py {heads,model,data,eval,train,infer} [--json PATH] [options] (ann/commands/benchmark.py)"""
+"""Benchmarks: python tools/benchmark.py {heads,model,data,eval,train,infer,predict} [--json PATH] [options] (ann/commands/benchmark.py)"""
 
 import sys
 

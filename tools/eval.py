@@ -14,13 +14,14 @@ from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.eval import evaluate
+from ann.commands.overrides import command_line_overrides
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     set_output_dir(cfg)
-    evaluate(cfg)
+    evaluate(cfg, command_line_overrides())  # no experiment=: the checkpoint's config
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.export import export_onnx
+from ann.commands.overrides import command_line_overrides
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     set_output_dir(cfg)
-    export_onnx(cfg)
+    export_onnx(cfg, command_line_overrides())  # no experiment=: the checkpoint's config
 
 
 if __name__ == "__main__":

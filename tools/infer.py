@@ -12,13 +12,14 @@ from omegaconf import DictConfig
 
 from ann.cli import friendly_errors, prepare_argv, set_output_dir
 from ann.commands.infer import infer
+from ann.commands.overrides import command_line_overrides
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     set_output_dir(cfg)
-    infer(cfg)
+    infer(cfg, command_line_overrides())  # no experiment=: the checkpoint's config
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ann.config.compose import compose  # configs/<name>.yaml with Hydra overrides
@@ -30,10 +29,10 @@ def model_config(model: str, *overrides: str) -> DictConfig:
 
 
 def build_model(cfg: DictConfig) -> torch.nn.Module:
-    """``cfg.model`` with random weights (no ImageNet download)."""
-    from ann.models.pretrained import without_pretrained
+    """``cfg.model`` with random weights (no ImageNet download), in train mode."""
+    from ann.hub.loading import load_model
 
-    return instantiate(without_pretrained(cfg.model))
+    return load_model(cfg.model).train()
 
 
 def run_worker(

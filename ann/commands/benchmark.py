@@ -1,4 +1,4 @@
-"""``tools/benchmark.py``: python tools/benchmark.py {heads,model,data,eval,train,infer} [--json PATH] [options]
+"""``tools/benchmark.py``: python tools/benchmark.py {heads,model,data,eval,train,infer,predict} [--json PATH] [options]
 
 Each subcommand measures its candidates side by side in one run, prints a
 table with ratios and writes the figures as JSON (default

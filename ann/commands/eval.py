@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,32 +14,39 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ann import dist
 from ann.config.schema import check_config
-from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import write_metrics
 from ann.evaluation.metrics import format_table
+from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
-from ann.models.pretrained import without_pretrained
 from ann.visualization.figures import write_eval_plots
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict:
     """Loads ``cfg.checkpoint`` into ``cfg.model`` and evaluates ``cfg.split``
     of the dataset; writes eval.log, metrics.json, metrics.csv,
     confusion_matrix.png and per_class_iou.png to ``cfg.output_dir`` (the two
-    figures also to TensorBoard under ``tb/``) and returns the metrics."""
+    figures also to TensorBoard under ``tb/``) and returns the metrics.
+    ``overrides``: the command line that composed ``cfg`` (tools/eval.py);
+    without ``experiment=`` in it the checkpoint's own config rebuilds the
+    model (:func:`ann.hub.loading.with_checkpoint_config`)."""
+    # Cheap checks first: a bad key or checkpoint fails in seconds. The
+    # checkpoint's own config fills in the model when no experiment is named.
+    check_config(cfg, ("model", "evaluator", "dataset"))
+    path, state = open_checkpoint(cfg.checkpoint)
+    cfg = with_checkpoint_config(cfg, state, path, overrides)
     check_config(cfg, ("model", "evaluator", "dataset"))
     device = dist.init_distributed(float(cfg.trainer.get("dist_timeout_min", 30)))
     try:
         with dist.rank_failures("trainer.dist_timeout_min"):
-            return _evaluate(cfg, device)
+            return _evaluate(cfg, device, path, state)
     finally:
         dist.cleanup()
 
 
-def _evaluate(cfg: DictConfig, device: torch.device) -> dict:
+def _evaluate(cfg: DictConfig, device: torch.device, path: Path, state: dict) -> dict:
     """The body of :func:`evaluate`, inside the process group."""
     out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
     if dist.is_main():
@@ -50,13 +58,9 @@ def _evaluate(cfg: DictConfig, device: torch.device) -> dict:
             f"split={cfg.split}: dataset '{cfg.dataset.name}' has no such split "
             f"(expected one of {[k for k in cfg.dataset if k in ('train', 'val', 'test')]})"
         )
-    # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
-    state = load_checkpoint(cfg.checkpoint)
     evaluator = instantiate(cfg.evaluator)
     dataset = instantiate(cfg.dataset[cfg.split])
-    model = instantiate(without_pretrained(cfg.model))  # the checkpoint fills it
-    load_model_weights(model, state, cfg.checkpoint)
-    model.to(device).eval()
+    model = load_model(cfg.model, state, path, device)
     pred_dir = out_dir / "predictions"
     metrics = evaluator.evaluate(model, dataset, device, prediction_dir=pred_dir)
     metrics["iteration"] = int(state.get("iteration", 0))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ann.errors import ConfigError
+from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
-from ann.models.pretrained import without_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +84,19 @@ def compare_onnx(
     return diffs
 
 
-def export_onnx(cfg: DictConfig) -> Path:
+def export_onnx(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Path:
     """Loads ``cfg.checkpoint`` into ``cfg.model`` and writes
     ``<output_dir>/<export.filename>``; with ``export.check`` compares
     onnxruntime and PyTorch (at the export size and ``export.check_sizes``)
     and writes export.json. Returns the ONNX path."""
-    from ann.engine.checkpoint import load_checkpoint, load_model_weights
-
+    path, state = open_checkpoint(cfg.checkpoint)  # a file or zoo:NAME
+    cfg = with_checkpoint_config(cfg, state, path, overrides)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     setup_logging(out_dir / "export.log", True)
     opts = cfg.export
-    model = instantiate(without_pretrained(cfg.model))  # the checkpoint fills it
-    state = load_checkpoint(cfg.checkpoint)
-    load_model_weights(model, state, cfg.checkpoint)
-    model.eval()
+    model = load_model(cfg.model, state, path)
     path = export_model(
         model,
         out_dir / opts.filename,

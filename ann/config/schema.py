@@ -293,6 +293,26 @@ def check_group(name: str, values: dict[str, Any], schema: type) -> None:
             )
 
 
+def check_keys(cfg: DictConfig, keys: list[str]) -> None:
+    """Checks only the dotted ``keys`` of ``cfg`` (``evaluator.flip``) against
+    their group's schema, with :func:`check_group`'s one-line errors: for a
+    saved config, whose groups may predate keys added since."""
+    for key in keys:
+        group, _, field = key.rpartition(".")
+        schema = GROUPS.get(group)
+        fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
+        if field not in fields:
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        hint = typing.get_type_hints(schema)[field]
+        if not _valid(value, hint, fields[field].metadata):
+            shown = "null" if value is None else repr(value)
+            raise ConfigError(
+                f"{key}={shown}: expected {_describe(hint, fields[field].metadata)}"
+                f" (got {type(value).__name__})"
+            )
+
+
 def _check_crop_fits_scale(dataset: dict[str, Any]) -> None:
     crop, scale = dataset.get("crop_size"), dataset.get("scale")
     if crop is None or scale is None:

@@ -112,6 +112,35 @@ class Evaluator:
         )
 
     @torch.no_grad()
+    def predict_masks(
+        self,
+        model: nn.Module,
+        images: Sequence[Tensor],
+        sizes: Sequence[tuple[int, int]],
+        batch_size: int = 8,
+    ) -> list[Tensor]:
+        """Class ids of many images: ``images[i]`` (3, h, w) model inputs
+        (moved to the model's device a batch at a time), ``sizes[i]`` the (H, W) to predict at -> (H, W)
+        int64 tensors on the CPU, in order. Images of one input size and one
+        output size go through :meth:`predict` ``batch_size`` at a time; the
+        ids equal one-at-a-time prediction, as every layer in eval mode
+        treats a batch's images apart."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (image, size) in enumerate(zip(images, sizes, strict=True)):
+            groups.setdefault((tuple(image.shape), tuple(size)), []).append(i)
+        step = max(int(batch_size), 1)
+        device = next(unwrap(model).parameters()).device
+        masks: list[Tensor | None] = [None] * len(images)
+        for (_, size), indices in groups.items():
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
+                batch = torch.stack([images[i] for i in chunk]).to(device)
+                scores = self.predict(model, batch, size)
+                for i, ids in zip(chunk, scores.argmax(1).cpu(), strict=True):
+                    masks[i] = ids
+        return masks  # type: ignore[return-value]
+
+    @torch.no_grad()
     def evaluate(
         self,
         model: nn.Module,

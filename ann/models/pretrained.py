@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import http.client
 import logging
 import urllib.error
 from pathlib import Path
@@ -50,30 +51,38 @@ def v1c_url(depth: int, pretrained: str = "v1c") -> str:
     return V1C_URLS[depth]
 
 
-def fetch(url: str) -> Path:
-    """Returns the cached copy of ``url``, downloading it first (progress bar,
-    SHA-256 prefix checked) if the cache lacks it. Offline, raises one
-    :class:`ConfigError` line naming the URL and the exact cache path."""
-    path = cache_path(url)
+def fetch(
+    url: str,
+    *,
+    path: Path | None = None,
+    sha256: str | None = None,
+    key: str = "model.backbone.pretrained",
+    hint: str = ", or pass model.backbone.pretrained=null to train from scratch on purpose",
+) -> Path:
+    """Returns the cached copy of ``url`` (``path``, default :func:`cache_path`),
+    downloading it first (progress bar, SHA-256 checked: ``sha256`` or the
+    prefix in the file name, any length) if the cache lacks it. Offline,
+    raises one :class:`ConfigError` line naming ``key``, the URL and the exact
+    cache path (then ``hint``); a wrong hash or a broken download leaves
+    nothing in the cache."""
+    path = path or cache_path(url)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    hash_prefix = torch.hub.HASH_REGEX.search(path.name)
+    if sha256 is None:
+        found = torch.hub.HASH_REGEX.search(path.name)
+        sha256 = found.group(1) if found else None
     try:
         # Writes to a temporary file and renames it, so a broken download never sits in the cache.
-        torch.hub.download_url_to_file(
-            url, str(path), hash_prefix=hash_prefix.group(1) if hash_prefix else None
-        )
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256 or None)
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or repr(exc)
         raise ConfigError(
-            f"model.backbone.pretrained: could not download {url} ({reason}); place a copy "
-            f"at {path}, or pass model.backbone.pretrained=null to train from scratch on purpose"
+            f"{key}: could not download {url} ({reason}); place a copy at {path}{hint}"
         ) from None
     except RuntimeError as exc:  # torch.hub's hash mismatch
         raise ConfigError(
-            f"model.backbone.pretrained: the download of {url} is damaged ({exc}); "
-            "it was not kept, run again"
+            f"{key}: the download of {url} is damaged ({exc}); it was not kept, run again"
         ) from None
     log.info("downloaded %s to %s", url, path)
     return path

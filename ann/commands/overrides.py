@@ -1,0 +1,49 @@
+"""The command line of the Hydra tools: what it said (:func:`command_line_overrides`)
+and the experiment a registry name implies (:func:`zoo_experiment_argv`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ann.errors import UserError
+from ann.hub.zoo import get_entry
+
+
+def command_line_overrides() -> list[str] | None:
+    """The running Hydra app's command-line overrides (``["checkpoint=...",
+    "dataset.root=..."]``); None outside a Hydra app (a caller that composed
+    its config itself, e.g. with :func:`ann.config.compose.compose`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+# Keys whose value may be a registry name (zoo:NAME), whose entry names the experiment.
+ZOO_KEYS = ("checkpoint", "trainer.load_from")
+
+
+def zoo_experiment_values(args: Sequence[str]) -> list[str]:
+    """Command-line overrides with ``experiment=<the entry's>`` added when a
+    :data:`ZOO_KEYS` value is ``zoo:NAME`` and no ``experiment=`` is given, so
+    that Hydra composes the model the published weights fit (and names the
+    run after it). An unknown name is left for the command to report."""
+    keys = [arg.partition("=")[0].lstrip("+") for arg in args]
+    if "experiment" in keys:
+        return list(args)
+    for key, arg in zip(keys, args, strict=True):
+        value = arg.partition("=")[2].strip("'\"")
+        if key in ZOO_KEYS and value.startswith("zoo:"):
+            try:
+                return [*args, f"experiment={get_entry(value).experiment}"]
+            except UserError:
+                return list(args)
+    return list(args)
+
+
+def zoo_experiment_argv() -> None:
+    """Applies :func:`zoo_experiment_values` to ``sys.argv`` in place, before
+    ``@hydra.main`` parses it."""
+    sys.argv[1:] = zoo_experiment_values(sys.argv[1:])
