@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import http.client
 import logging
+import socket
 import urllib.error
 from pathlib import Path
 
@@ -24,6 +25,8 @@ V1C_URLS = {
 }
 # mmsegmentation's own spelling of the same files, accepted as aliases.
 _ALIASES = {"open-mmlab://resnet50_v1c": (50, "v1c"), "open-mmlab://resnet101_v1c": (101, "v1c")}
+# Seconds a download waits for a connection or for the next bytes.
+DOWNLOAD_TIMEOUT_S = 20.0
 
 
 def is_short_name(pretrained: str | None) -> bool:
@@ -72,6 +75,10 @@ def fetch(
     if sha256 is None:
         found = torch.hub.HASH_REGEX.search(path.name)
         sha256 = found.group(1) if found else None
+    # torch.hub opens the URL without a timeout: a host that drops packets would
+    # hang the connect for minutes. Bound each connect and read instead.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(previous or DOWNLOAD_TIMEOUT_S)
     try:
         # Writes to a temporary file and renames it, so a broken download never sits in the cache.
         torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256 or None)
@@ -84,6 +91,8 @@ def fetch(
         raise ConfigError(
             f"{key}: the download of {url} is damaged ({exc}); it was not kept, run again"
         ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
     log.info("downloaded %s to %s", url, path)
     return path
 
