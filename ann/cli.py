@@ -186,12 +186,16 @@ def check_command_line(tool: str, config_name: str, args: Sequence[str]) -> None
     if overrides is None:
         return
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
-    if config_name == "train" and "experiment" not in keys:
+    # A bare command would train the default ResNet-50 recipe on the toy data:
+    # ask for a recipe, unless the command line builds one from its parts.
+    composed = {"model", "dataset"} <= {k.split("/")[0] for k in keys}
+    if config_name == "train" and "experiment" not in keys and not composed:
         names = group_options(config_dir(), "experiment")
         names = ", ".join(n for n in names if "/" not in n and n != "demo")
         _stop(
             f"name an experiment: python tools/{tool} experiment=NAME (experiment=demo trains "
-            f"the small model on CPU in about a minute; the others: {names})"
+            f"the small model on CPU in about a minute; the others: {names}), or compose "
+            "one with model=... dataset=..."
         )
     try:
         cfg = compose(config_name, overrides, hint=f"python tools/{tool} --help lists them")

@@ -76,6 +76,7 @@ def test_one_line_with_the_closest_names(
 def test_good_command_lines_pass() -> None:
     check_command_line("train.py", "train", ["experiment=demo", "optimizer.lr=0.1"])
     check_command_line("train.py", "train", ["-m", "experiment=demo", "trainer.seed=0,1,2"])
+    check_command_line("train.py", "train", ["model=ann_r18", "dataset=shapes"])  # composed
     paths = quote_path_values(["experiment=demo", "checkpoint=a=1/best.pth"])  # as prepare_argv
     check_command_line("eval.py", "eval", paths)
     check_command_line("train.py", "train", ["experiment=demo", "--cfg", "job"])  # Hydra's own
