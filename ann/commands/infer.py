@@ -69,6 +69,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     # Cheap checks first: a bad checkpoint or evaluator key fails in seconds.
     state = load_checkpoint(cfg.checkpoint)
     evaluator = instantiate(cfg.evaluator)
+    evaluator.use_fast(cfg.get("fast"), cfg.get("backend"))  # the shorthands fast=, backend=
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(cfg.model, state, cfg.checkpoint, device)
     # The Python API's predictor, so that both give the same masks.

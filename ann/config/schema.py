@@ -105,6 +105,9 @@ class EvaluatorSchema:
     amp: bool | Literal["auto"] = _key()
     amp_dtype: Literal["bf16", "fp16"] = _key()
     channels_last: bool = _key()
+    # Absent from configs saved before the fast path existed.
+    fast: bool = _key(required=False)
+    backend: Literal["torch", "inductor", "onnxruntime"] | None = _key(required=False)
 
 
 @dataclass
