@@ -4,15 +4,17 @@ trained module is never changed, and ``fast`` follows the CPU class."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from reference.weights import randomise
+from test_precision import CLASSES, pretend
 from torch import nn
 
-from ann import Segmenter
+from ann import Segmenter, speed
 from ann.errors import ConfigError
-from ann.evaluation import fast
 from ann.evaluation.evaluator import Evaluator
 from ann.evaluation.fast import FAST_PLAN, fast_forward, fast_plan, fold_batchnorm
 
@@ -85,7 +87,7 @@ def test_torch_fast_path_scores_equal_eager(
     channels_last: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fast, "cpu_class", lambda: "AVX2 only")
+    pretend(monkeypatch, CLASSES["AVX2 only"])
     monkeypatch.setitem(FAST_PLAN, "AVX2 only", (channels_last, "torch"))
     ref = Evaluator(**GEOMETRY[geometry]).predict(model, image, (61, 83))
     out = Evaluator(**GEOMETRY[geometry], fast=True).predict(model, image, (61, 83))
@@ -112,22 +114,52 @@ def test_segmenter_fast_predicts_what_eager_does(image: torch.Tensor) -> None:
     assert quick.evaluator._prepared is not None and quick.evaluator._prepared[0] is eager.model
 
 
-@pytest.mark.parametrize(
-    "klass, channels_last",
-    [("AMX", True), ("AVX-512 BF16", True), ("AVX-512 without BF16", True), ("AVX2 only", False)],
-)
-def test_fast_follows_the_cpu_class(
-    klass: str, channels_last: bool, monkeypatch: pytest.MonkeyPatch
+# What fast=true and trainer.channels_last=auto pick per CPU class.
+CHANNELS_LAST = {
+    "AMX": True,
+    "AVX-512 BF16": True,
+    "AVX-512 without BF16": True,
+    "AVX2 only": False,
+}
+
+
+@pytest.mark.parametrize("klass", list(CLASSES))
+def test_fast_and_channels_last_auto_follow_the_cpu_class(
+    klass: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(fast, "cpu_class", lambda: klass)
+    pretend(monkeypatch, CLASSES[klass])
     chosen_cl, backend, why = fast_plan("cpu", None)
-    assert (chosen_cl, backend) == (channels_last, "torch") and klass in why
+    assert (chosen_cl, backend) == (CHANNELS_LAST[klass], "torch") and klass in why
     assert fast_plan("cpu", "onnxruntime")[1] == "onnxruntime"
+    with caplog.at_level(logging.INFO, logger="ann.speed"):
+        assert speed.channels_last_choice("auto", "trainer", "cpu") is CHANNELS_LAST[klass]
+    layout = "channels_last" if CHANNELS_LAST[klass] else "NCHW"
+    assert caplog.messages == [f"trainer layout: {layout} (trainer.channels_last=auto: {klass})"]
+    assert speed.channels_last_choice(False) is False and speed.channels_last_choice(True)
+
+
+def test_an_isa_limit_turns_channels_last_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend(monkeypatch, CLASSES["AMX"])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not speed.channels_last_choice("auto") and not fast_plan("cpu", None)[0]
+
+
+def test_build_training_resolves_channels_last_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ann.engine.build import build_training
+
+    pretend(monkeypatch, CLASSES["AVX-512 without BF16"])
+    seg = Segmenter.from_config("demo", overrides=["trainer.amp=false"], device="cpu")
+    training = build_training(seg.config, seg.model, torch.device("cpu"))
+    assert training.channels_last and training.model.backbone.stem[0].weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 def test_bad_backend_is_one_line() -> None:
     with pytest.raises(ConfigError, match="evaluator.backend"):
         Evaluator(backend="tensorrt")
+    with pytest.raises(ConfigError, match="trainer.channels_last"):
+        speed.channels_last_choice("yes")
 
 
 @pytest.mark.slow

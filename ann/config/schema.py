@@ -60,7 +60,7 @@ class TrainerSchema:
     num_workers: int = _key(ge=0)
     amp: bool | Literal["auto"] = _key()
     amp_dtype: Literal["bf16", "fp16"] = _key()
-    channels_last: bool = _key()
+    channels_last: bool | Literal["auto"] = _key()
     compile: bool = _key()
     compile_mode: Literal[COMPILE_MODES] = _key()
     cudnn_benchmark: bool = _key()
