@@ -168,3 +168,25 @@ def test_inductor_backend_scores_equal_eager(model: nn.Module, image: torch.Tens
     ref = Evaluator().predict(model, image, (61, 83))
     out = Evaluator(backend="inductor").predict(model, image, (61, 83))
     assert rel(out, ref) < TOL
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
+def test_fast_paths_at_the_recipe_size() -> None:
+    """ANN R-50 at 1024x2048, whole and sliding 769x769 windows at stride 513:
+    the folded channels_last copy and ONNX Runtime against eager fp32."""
+    pytest.importorskip("onnxruntime")
+    seg = Segmenter.from_config("cityscapes_ann", device="cpu")
+    model = randomise(seg.model, seed=5).eval()
+    image = torch.randn(1, 3, 1024, 2048, generator=torch.Generator().manual_seed(1))
+    folded = fast_forward(model, "cpu", backend="torch")  # fold + the class's layout
+    session = fast_forward(model, "cpu", backend="onnxruntime")
+    for options in (
+        dict(mode="whole", average="logits"),
+        dict(mode="slide", crop_size=(769, 769), stride=(513, 513), average="logits"),
+    ):
+        ref = Evaluator(**options).predict(model, image, (1024, 2048))
+        for name, forward in (("torch", folded), ("onnxruntime", session)):
+            ev = Evaluator(**options, backend=name)
+            ev._prepared = (model, forward)
+            assert rel(ev.predict(model, image, (1024, 2048)), ref) < TOL, (name, options)
