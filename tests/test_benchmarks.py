@@ -48,7 +48,8 @@ def test_cli_help_lists_subcommands_and_json(capsys) -> None:
     from ann.commands.benchmark import main
 
     assert (
-        main(["--help"]) == 0 and "{heads,model,data,eval,train,infer}" in capsys.readouterr().out
+        main(["--help"]) == 0
+        and "{heads,model,data,eval,train,infer,compare}" in capsys.readouterr().out
     )
     assert main([]) == 2
     for name in SUBCOMMANDS:
