@@ -82,6 +82,7 @@ class OptimizerSchema:
     lr: float = _key(gt=0)
     weight_decay: float = _key(ge=0, required=False)
     momentum: float = _key(ge=0, lt=1, required=False)
+    fused: bool = _key(required=False)
 
 
 @dataclass
