@@ -4,6 +4,7 @@ trained module is never changed, and ``fast`` follows the CPU class."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_onnxruntime_backend_scores_equal_eager(model: nn.Module, image: torch.T
 def test_segmenter_fast_predicts_what_eager_does(image: torch.Tensor) -> None:
     eager = Segmenter.from_config("demo", device="cpu", overrides=["evaluator.amp=false"])
     randomise(eager.model, seed=3)
-    quick = Segmenter(eager.config, eager.model, Evaluator(fast=True), "cpu")
+    quick = Segmenter(eager.config, eager.model, Evaluator(fast=True, backend="torch"), "cpu")
     rgb = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     assert rel(quick.scores(rgb), eager.scores(rgb)) < TOL
     assert quick.evaluator._prepared is not None and quick.evaluator._prepared[0] is eager.model
@@ -121,6 +122,7 @@ CHANNELS_LAST = {
     "AVX-512 without BF16": True,
     "AVX2 only": False,
 }
+BACKEND = {k: "onnxruntime" if v else "torch" for k, v in CHANNELS_LAST.items()}
 
 
 @pytest.mark.parametrize("klass", list(CLASSES))
@@ -129,8 +131,10 @@ def test_fast_and_channels_last_auto_follow_the_cpu_class(
 ) -> None:
     pretend(monkeypatch, CLASSES[klass])
     chosen_cl, backend, why = fast_plan("cpu", None)
-    assert (chosen_cl, backend) == (CHANNELS_LAST[klass], "torch") and klass in why
-    assert fast_plan("cpu", "onnxruntime")[1] == "onnxruntime"
+    assert (chosen_cl, backend) == (CHANNELS_LAST[klass], BACKEND[klass]) and klass in why
+    assert fast_plan("cpu", "torch")[1] == "torch"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no onnxruntime
+    assert fast_plan("cpu", None)[1] == "torch"
     with caplog.at_level(logging.INFO, logger="ann.speed"):
         assert speed.channels_last_choice("auto", "trainer", "cpu") is CHANNELS_LAST[klass]
     layout = "channels_last" if CHANNELS_LAST[klass] else "NCHW"

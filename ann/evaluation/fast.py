@@ -19,6 +19,7 @@ Every path returns fp32 (B, K, H, W) logits for (B, 3, H, W) images.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import tempfile
 from collections.abc import Callable
@@ -33,14 +34,17 @@ from ann.speed import cpu_class, to_input
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "inductor", "onnxruntime")
-# What ``fast=true`` picks per CPU class (ann.speed.cpu_class), from the
-# side-by-side figures in docs/performance.md: (channels_last, backend).
-# channels_last pays with AVX-512 (oneDNN's NHWC fp32 kernels) and costs a few
-# per cent with AVX2 only.
+# What ``fast=true`` picks per CPU class (ann.speed.cpu_class): (channels_last,
+# backend), from the side-by-side figures in docs/performance.md. With
+# AVX-512, ONNX Runtime was the fastest in every interleaved round (1.4x the
+# folded channels_last torch copy, 1.8x mmseg's eager, ANN R-50 1x3x512x1024);
+# its kernels cannot be limited to AVX2 (ONEDNN_MAX_CPU_ISA binds oneDNN
+# only), so AVX2-only CPUs keep the measured torch path (channels_last costs
+# a few per cent there). Without onnxruntime installed, the torch path.
 FAST_PLAN: dict[str, tuple[bool, str]] = {
-    "AMX": (True, "torch"),
-    "AVX-512 BF16": (True, "torch"),
-    "AVX-512 without BF16": (True, "torch"),
+    "AMX": (True, "onnxruntime"),
+    "AVX-512 BF16": (True, "onnxruntime"),
+    "AVX-512 without BF16": (True, "onnxruntime"),
     "AVX2 only": (False, "torch"),
     "no AVX2": (False, "torch"),
 }
@@ -58,7 +62,10 @@ def fast_plan(device: torch.device | str, backend: str | None) -> tuple[bool, st
         return True, backend or "torch", f"{torch.device(device).type} device"
     klass = cpu_class()
     channels_last, chosen = FAST_PLAN[klass]
-    return channels_last, backend or chosen, f"CPU class {klass}"
+    why = f"CPU class {klass}"
+    if backend is None and chosen == "onnxruntime" and not importlib.util.find_spec("onnxruntime"):
+        chosen, why = "torch", f"{why}; onnxruntime is not installed"
+    return channels_last, backend or chosen, why
 
 
 @torch.no_grad()
