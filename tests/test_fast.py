@@ -96,6 +96,8 @@ def test_torch_fast_path_scores_equal_eager(
     assert rel(out, ref) < TOL
 
 
+@pytest.mark.slow  # the export alone takes 20-50 s on 2 cores; 1024x2048 is integration
+@pytest.mark.timeout(900)
 def test_onnxruntime_backend_scores_equal_eager(model: nn.Module, image: torch.Tensor) -> None:
     pytest.importorskip("onnxruntime")
     forward = fast_forward(model, "cpu", backend="onnxruntime")
