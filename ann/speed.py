@@ -231,6 +231,36 @@ def configure_backends(
     torch.backends.cudnn.allow_tf32 = bool(tf32)
 
 
+# CPU classes where channels_last (NHWC) pays in fp32, from the side-by-side
+# figures of docs/performance.md: 1.25x per R-50 training step with AVX-512,
+# 0.96x with AVX2 only (oneDNN's blocked NCHW kernels are as fast there).
+CHANNELS_LAST_CLASSES = ("AMX", "AVX-512 BF16", "AVX-512 without BF16")
+
+
+def channels_last_choice(
+    value: bool | str, key: str = "trainer", device: torch.device | str = "cpu"
+) -> bool:
+    """``{key}.channels_last``: true, false or ``"auto"``, which is true on a
+    CPU of :data:`CHANNELS_LAST_CLASSES` (by :func:`cpu_class`, so
+    ``ONEDNN_MAX_CPU_ISA`` counts) and false elsewhere, GPUs included (not
+    measured there). Logs an ``auto`` choice and its reason in one line."""
+    if value not in (True, False, "auto"):
+        raise ConfigError(f"{key}.channels_last must be true, false or auto, got {value!r}")
+    if value != "auto":
+        return bool(value)
+    kind = torch.device(device).type
+    klass = cpu_class() if kind == "cpu" else f"{kind} device"
+    chosen = klass in CHANNELS_LAST_CLASSES
+    log.info(
+        "%s layout: %s (%s.channels_last=auto: %s)",
+        key,
+        "channels_last" if chosen else "NCHW",
+        key,
+        klass,
+    )
+    return chosen
+
+
 def memory_format(channels_last: bool) -> torch.memory_format:
     """``torch.channels_last`` or ``torch.contiguous_format``."""
     return torch.channels_last if channels_last else torch.contiguous_format
@@ -297,7 +327,9 @@ def forward_fn(
 
 
 __all__ = [
+    "CHANNELS_LAST_CLASSES",
     "COMPILE_MODES",
+    "channels_last_choice",
     "ONEDNN_ISAS",
     "cpu_class",
     "cpu_flags",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ann.benchmarks.compare import install_mmseg
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,15 +22,9 @@ REFERENCE = ROOT / "tests" / "reference"
 
 @pytest.fixture(scope="module")
 def mmseg_packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pinned mmseg packages, installed from the package index."""
-    target = tmp_path_factory.mktemp("mmseg_packages")
-    requirements = REFERENCE / "mmseg-requirements.txt"
-    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
-    proc = subprocess.run(
-        [*command, "-r", str(requirements)], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return target
+    """The pinned mmseg packages, installed from the package index (as
+    ``tools/benchmark.py compare`` installs them)."""
+    return install_mmseg(tmp_path_factory.mktemp("mmseg_packages"))
 
 
 def test_one_training_step_matches_mmsegmentation(mmseg_packages: Path) -> None:
@@ -57,3 +53,29 @@ def test_one_training_step_matches_mmsegmentation(mmseg_packages: Path) -> None:
     assert result["qk2_qk_bn_counter"] == result["mmseg_qk_bn_counter"] == 1002
     assert result["qk2_qk_bn_running_mean"] < 1e-13
     assert result["qk1_qk_bn_counter"] == 1001 and result["qk1_qk_bn_running_mean"] > 1e-3
+
+
+@pytest.mark.timeout(1500)
+def test_compare_runs_at_a_tiny_size(mmseg_packages: Path, tmp_path: Path) -> None:
+    """``tools/benchmark.py compare`` end to end at tiny shapes: that it works
+    and reports every case for both sides, not how fast."""
+    out = tmp_path / "compare.json"
+    command = [sys.executable, str(ROOT / "tools" / "benchmark.py"), "compare", "--json", str(out)]
+    options = ["--mmseg-packages", str(mmseg_packages), "--infer-size", "64x96"]
+    options += ["--train-size", "64x64", "--rounds", "1", "--iters", "1", "--threads", "2"]
+    proc = subprocess.run(
+        [*command, *options],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=1400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"infer", "fast", "onnxruntime", "train"}
+    for case, r in results.items():
+        assert r["speedup"] > 0, (case, r)
+        assert r["ours"]["peak_bytes"] > 0 and r["mmseg"]["peak_bytes"] > 0, (case, r)
+    assert (
+        "speed-up = mmseg time / ours" in proc.stdout and "training step 2x3x64x64" in proc.stdout
+    )

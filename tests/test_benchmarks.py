@@ -49,7 +49,7 @@ def test_cli_help_lists_subcommands_and_json(capsys) -> None:
 
     assert (
         main(["--help"]) == 0
-        and "{heads,model,data,eval,train,infer,predict}" in capsys.readouterr().out
+        and "{heads,model,data,eval,train,infer,predict,compare}" in capsys.readouterr().out
     )
     assert main([]) == 2
     for name in SUBCOMMANDS:

@@ -36,13 +36,18 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
 
 
 def run_worker(
-    fn: Callable[[dict], dict], spec: dict, threads: int, timeout: float | None = None
+    fn: Callable[[dict], dict],
+    spec: dict,
+    threads: int,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict:
-    """``fn(spec)`` (module-level, JSON in and out) in a fresh process, or here with
-    ``ANN_BENCH_IN_PROCESS=1``; a failure comes back as ``{"skipped": reason}``."""
+    """``fn(spec)`` (module-level, JSON in and out) in a fresh process (``env``
+    added to its environment), or here with ``ANN_BENCH_IN_PROCESS=1``; a
+    failure comes back as ``{"skipped": reason}``."""
     if os.environ.get("ANN_BENCH_IN_PROCESS") == "1":
         return fn(spec)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), ANN_BENCH_WORKER="1")
+    env = dict(os.environ, **(env or {}), OMP_NUM_THREADS=str(threads), ANN_BENCH_WORKER="1")
     target = f"{fn.__module__}:{fn.__qualname__}"
     cmd = [sys.executable, "-m", "ann.benchmarks", target, json.dumps(spec)]  # see __main__.py
     try:

@@ -1,10 +1,11 @@
-"""``tools/benchmark.py``: python tools/benchmark.py {heads,model,data,eval,train,infer,predict} [--json PATH] [options]
+"""``tools/benchmark.py``: python tools/benchmark.py {heads,model,data,eval,train,infer,predict,compare} [--json PATH] [options]
 
 Each subcommand measures its candidates side by side in one run, prints a
 table with ratios and writes the figures as JSON (default
 outputs/benchmarks/<subcommand>.json). ``train`` and ``infer`` compare the
 speed option sets (fp32 / bf16 / fp16 autocast, channels_last, torch.compile)
-on whole training iterations and on whole-image / sliding-window inference;
+on whole training iterations and on whole-image / sliding-window inference; ``compare`` runs mmsegmentation
+1.2.2 against this project side by side (speed-up = mmseg time / ours);
 ``python tools/benchmark.py SUBCOMMAND --help`` lists each one's options, and
 docs/performance.md describes them.
 """

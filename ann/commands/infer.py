@@ -79,6 +79,7 @@ def infer(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[Path]
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     setup_logging(out_dir / "infer.log")
     evaluator = instantiate(cfg.evaluator)
+    evaluator.use_fast(cfg.get("fast"), cfg.get("backend"))  # the shorthands fast=, backend=
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     # The Python API's predictor, so that both give the same masks.
     seg = Segmenter(cfg, load_model(cfg.model, state, path, device), evaluator, device)

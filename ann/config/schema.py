@@ -59,7 +59,7 @@ class TrainerSchema:
     num_workers: int = _key(ge=0)
     amp: bool | Literal["auto"] = _key()
     amp_dtype: Literal[AMP_DTYPES] = _key()
-    channels_last: bool = _key()
+    channels_last: bool | Literal["auto"] = _key()
     compile: bool = _key()
     compile_mode: Literal[COMPILE_MODES] = _key()
     cudnn_benchmark: bool = _key()
@@ -81,6 +81,7 @@ class OptimizerSchema:
     lr: float = _key(gt=0)
     weight_decay: float = _key(ge=0, required=False)
     momentum: float = _key(ge=0, lt=1, required=False)
+    fused: bool = _key(required=False)
 
 
 @dataclass
@@ -104,6 +105,9 @@ class EvaluatorSchema:
     amp: bool | Literal["auto"] = _key()
     amp_dtype: Literal[AMP_DTYPES] = _key()
     channels_last: bool = _key()
+    # Absent from configs saved before the fast path existed.
+    fast: bool = _key(required=False)
+    backend: Literal["torch", "inductor", "onnxruntime"] | None = _key(required=False)
 
 
 @dataclass

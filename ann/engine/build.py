@@ -21,7 +21,15 @@ from ann import dist
 from ann.data.loader import build_loader
 from ann.data.samplers import TrainSampler
 from ann.engine.optim import build_optimizer
-from ann.speed import amp_dtype, autocast, configure_backends, prepare_model, to_input, unwrap
+from ann.speed import (
+    amp_dtype,
+    autocast,
+    channels_last_choice,
+    configure_backends,
+    prepare_model,
+    to_input,
+    unwrap,
+)
 
 
 @dataclass
@@ -61,7 +69,8 @@ class Training:
 def build_training(cfg: DictConfig, model: nn.Module, device: torch.device) -> Training:
     """The training parts for ``model`` (already on ``device``) from ``cfg``.
 
-    Sets the CUDA backend flags and the model's layout (``trainer.channels_last``),
+    Sets the CUDA backend flags and the model's layout (``trainer.channels_last``:
+    true, false, or auto: by CPU class),
     builds ``cfg.optimizer`` over parameter groups (its ``paramwise`` options go
     to :func:`~ann.engine.optim.build_optimizer`), ``cfg.scheduler`` over
     ``trainer.max_iters``, the autocast dtype (``trainer.amp`` true / false /
@@ -70,7 +79,7 @@ def build_training(cfg: DictConfig, model: nn.Module, device: torch.device) -> T
     """
     tcfg = cfg.trainer
     configure_backends(device, tcfg.cudnn_benchmark, tcfg.tf32)
-    channels_last = bool(tcfg.channels_last)
+    channels_last = channels_last_choice(tcfg.channels_last, "trainer", device)
     model = prepare_model(model, channels_last=channels_last)
     paramwise = OmegaConf.to_container(cfg.optimizer.get("paramwise", {}) or {})
     opt_cfg = OmegaConf.masked_copy(cfg.optimizer, [k for k in cfg.optimizer if k != "paramwise"])

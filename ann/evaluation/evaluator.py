@@ -15,7 +15,9 @@ from tqdm import tqdm
 from ann import dist
 from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import ShardSampler
-from ann.evaluation.inference import predict_scores
+from ann.errors import ConfigError
+from ann.evaluation.fast import BACKENDS, fast_forward
+from ann.evaluation.inference import Model, predict_scores
 from ann.evaluation.metrics import compute_metrics, confusion_matrix
 from ann.evaluation.options import AMP_DTYPES, check_options
 from ann.evaluation.predictions import PredictionWriter
@@ -47,6 +49,11 @@ class Evaluator:
             the scores are averaged in fp32.
         channels_last: feed the model NHWC inputs (convolutions follow their
             input's layout, so the model's own parameters are left as they are).
+        fast: the inference fast path (:mod:`ann.evaluation.fast`): an eval
+            copy with BatchNorm folded, channels_last and the backend chosen
+            by CPU class; logits equal eager fp32's to 1e-4 relative.
+        backend: None (torch, or ``fast``'s choice), ``"torch"``,
+            ``"inductor"`` (torch.compile with freezing) or ``"onnxruntime"``.
 
     After :meth:`evaluate`, ``last_confusion`` holds that evaluation's (K, K)
     int64 confusion matrix on the CPU (rows ground truth, summed over ranks),
@@ -66,6 +73,8 @@ class Evaluator:
         amp: bool | str = False,
         amp_dtype: str = "bf16",
         channels_last: bool = False,
+        fast: bool = False,
+        backend: str | None = None,
     ) -> None:
         self.mode = str(mode)
         self.scales = [float(s) for s in scales]
@@ -84,6 +93,14 @@ class Evaluator:
         self.amp, self.amp_dtype = amp, str(amp_dtype)
         self._dtypes: dict[str, torch.dtype | None] = {}
         self.channels_last = bool(channels_last)
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigError(
+                f"evaluator.backend must be null or one of {list(BACKENDS)}, got {backend!r}"
+            )
+        self.fast, self.backend = bool(fast), backend
+        # (module, its prepared forward): a folded copy or an ONNX session is
+        # made once per module, and again at each evaluate() (weights change).
+        self._prepared: tuple[nn.Module, Model] | None = None
         self.last_confusion: Tensor | None = None
 
     def dtype(self, device: torch.device | str) -> torch.dtype | None:
@@ -99,7 +116,7 @@ class Evaluator:
         (B, 3, H, W) -> (B, K, *out_size)."""
         net = unwrap(model)
         return predict_scores(
-            forward_fn(net, self.dtype(image.device), self.channels_last),
+            self.forward(net, image.device),
             image,
             out_size,
             mode=self.mode,
@@ -110,6 +127,28 @@ class Evaluator:
             stride=self.stride,
             average=self.average,
         )
+
+    def use_fast(self, fast: bool | None = None, backend: str | None = None) -> None:
+        """Sets ``fast`` and ``backend`` where given (None keeps the current value)."""
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigError(
+                f"evaluator.backend must be null or one of {list(BACKENDS)}, got {backend!r}"
+            )
+        self.fast = self.fast if fast is None else bool(fast)
+        self.backend = backend or self.backend
+        self._prepared = None
+
+    def forward(self, model: nn.Module, device: torch.device | str) -> Model:
+        """``model`` as the function of (B, 3, H, W) images that :meth:`predict`
+        runs, returning fp32 (B, K, H, W) logits: autocast and layout, or the
+        fast path's prepared copy (made on the first call for each module)."""
+        net = unwrap(model)
+        if not self.fast and self.backend in (None, "torch"):
+            return forward_fn(net, self.dtype(device), self.channels_last)
+        if self._prepared is None or self._prepared[0] is not net:
+            dtype = self.dtype(device)
+            self._prepared = (net, fast_forward(net, device, self.backend, self.fast, dtype))
+        return self._prepared[1]
 
     @torch.no_grad()
     def predict_masks(
@@ -160,6 +199,7 @@ class Evaluator:
         net = unwrap(model)
         was_training = net.training
         net.eval()
+        self._prepared = None  # the weights may have changed since the last evaluation
         num_classes = dataset.num_classes
         conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())

@@ -1,0 +1,234 @@
+"""The inference fast path: the same logits (to 1e-4 relative), sooner.
+
+``evaluator.fast=true`` / ``Segmenter(..., fast=True)`` / ``tools/infer.py
+fast=true`` and ``backend=torch|inductor|onnxruntime`` choose how an eval-mode
+segmentor is run (docs/performance.md, "The inference fast path"):
+
+- ``torch`` with ``fast``: an eval copy with every BatchNorm folded into the
+  convolution before it (:func:`fold_batchnorm`; the trained module is never
+  touched), in channels_last where the CPU class profits (:data:`FAST_PLAN`);
+- ``inductor``: that copy through ``torch.compile`` with freezing (inductor
+  pre-packs the weights for oneDNN); compiles for minutes at R-50 sizes on
+  two cores, so no CPU class picks it by itself;
+- ``onnxruntime``: the model exported with dynamic batch, height and width
+  (:func:`ann.models.export.export_model`) and run by ONNX Runtime on the CPU.
+
+Every path returns fp32 (B, K, H, W) logits for (B, 3, H, W) images.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ann.errors import ConfigError
+from ann.speed import cpu_class, to_input
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "inductor", "onnxruntime")
+# What ``fast=true`` picks per CPU class (ann.speed.cpu_class): (channels_last,
+# backend), from the side-by-side figures in docs/performance.md. With
+# AVX-512, ONNX Runtime was the fastest in every interleaved round (1.4x the
+# folded channels_last torch copy, 1.8x mmseg's eager, ANN R-50 1x3x512x1024);
+# its kernels cannot be limited to AVX2 (ONEDNN_MAX_CPU_ISA binds oneDNN
+# only), so AVX2-only CPUs keep the measured torch path (channels_last costs
+# a few per cent there). Without onnxruntime installed, the torch path.
+FAST_PLAN: dict[str, tuple[bool, str]] = {
+    "AMX": (True, "onnxruntime"),
+    "AVX-512 BF16": (True, "onnxruntime"),
+    "AVX-512 without BF16": (True, "onnxruntime"),
+    "AVX2 only": (False, "torch"),
+    "no AVX2": (False, "torch"),
+}
+
+
+def fast_plan(device: torch.device | str, backend: str | None) -> tuple[bool, str, str]:
+    """(channels_last, backend, why) for ``fast=true`` on ``device``: the CPU
+    class's :data:`FAST_PLAN` entry (``backend`` given: that backend instead);
+    on a GPU channels_last and the torch backend."""
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(
+            f"evaluator.backend must be null or one of {list(BACKENDS)}, got {backend!r}"
+        )
+    if torch.device(device).type != "cpu":
+        return True, backend or "torch", f"{torch.device(device).type} device"
+    klass = cpu_class()
+    channels_last, chosen = FAST_PLAN[klass]
+    why = f"CPU class {klass}"
+    if backend is None and chosen == "onnxruntime" and not importlib.util.find_spec("onnxruntime"):
+        chosen, why = "torch", f"{why}; onnxruntime is not installed"
+    return channels_last, backend or chosen, why
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
+    """An eval-mode deep copy of ``model`` whose BatchNorms are folded into the
+    convolution that feeds them: ``w' = w * g / sqrt(v + eps)``, ``b' = (b - m)
+    * g / sqrt(v + eps) + beta``, the BatchNorm replaced by ``nn.Identity``.
+
+    Pairs are found by running ``example`` (B, 3, h, w) through the copy: a
+    BatchNorm whose input is, on every call, the very tensor one Conv2d
+    returned, and a Conv2d whose output only BatchNorms read. A conv whose
+    output is also read elsewhere (or by two different BatchNorms) keeps its
+    BatchNorm, so folding never changes what any other module sees.
+    """
+    net = copy.deepcopy(model).eval()
+    produced: dict[int, str] = {}  # id(conv output) -> conv name, within one forward
+    fed: dict[str, set[str | None]] = {}  # bn name -> conv names (None: not a conv output)
+    outputs: list[Tensor] = []  # kept alive so that ids stay unique during the forward
+    names = {m: n for n, m in net.named_modules()}
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    convs = [m for m in net.modules() if type(m) is nn.Conv2d]
+
+    def conv_hook(module: nn.Module, args: tuple, out: Tensor) -> None:
+        produced[id(out)] = names[module]
+        outputs.append(out)
+
+    def bn_hook(module: nn.Module, args: tuple) -> None:
+        fed.setdefault(names[module], set()).add(produced.get(id(args[0])))
+
+    def other_hook(module: nn.Module, args: tuple) -> None:
+        # Any other leaf reading a conv's output: that conv must keep its BN.
+        for a in args:
+            if isinstance(a, Tensor) and id(a) in produced:
+                readers.add(produced[id(a)])
+
+    readers: set[str] = set()
+    leaves = [m for m in net.modules() if not list(m.children()) and m not in bns]
+    handles = [m.register_forward_hook(conv_hook) for m in convs]
+    handles += [m.register_forward_pre_hook(bn_hook) for m in bns]
+    handles += [m.register_forward_pre_hook(other_hook) for m in leaves]
+    try:
+        net(example)
+    finally:
+        for h in handles:
+            h.remove()
+    by_conv: dict[str, list[str]] = {}
+    for bn, sources in fed.items():
+        if len(sources) == 1 and None not in sources:
+            by_conv.setdefault(next(iter(sources)), []).append(bn)  # type: ignore[arg-type]
+    modules = dict(net.named_modules())
+    folded = 0
+    for conv_name, bn_names in by_conv.items():
+        if len(bn_names) != 1 or conv_name in readers:
+            continue
+        conv, bn = modules[conv_name], modules[bn_names[0]]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+        parent, _, attr = bn_names[0].rpartition(".")
+        setattr(modules[parent] if parent else net, attr, nn.Identity())
+        folded += 1
+    log.debug("folded %d of %d BatchNorms into their convolutions", folded, len(bns))
+    # Module hooks cannot see a conv output read by a plain function (an add,
+    # a matmul) besides its BatchNorm; such a fold would show here.
+    ref, out = model.eval()(example), net(example)
+    ref, out = (ref["out"], out["out"]) if isinstance(ref, dict) else (ref, out)
+    err = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    if err > 1e-4:
+        raise RuntimeError(
+            f"folding BatchNorm changed the logits by {err:.1e} relative; use fast=false"
+        )
+    return net
+
+
+def onnxruntime_forward(model: nn.Module, threads: int | None = None) -> Callable[[Tensor], Tensor]:
+    """``model`` exported to ONNX (dynamic batch, height and width; exact at
+    every size, see :func:`~ann.models.export.export_model`) and run by ONNX
+    Runtime's CPU provider with ``threads`` intra-op threads (default torch's).
+    Returns a function (B, 3, H, W) -> fp32 (B, K, H, W) logits on the input's
+    device. The export takes tens of seconds at R-50 sizes, once."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # an optional dependency
+        raise ConfigError(
+            "evaluator.backend=onnxruntime needs the onnxruntime package (pip install onnxruntime)"
+        ) from exc
+    from ann.models.export import export_model
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory() as tmp:
+        # Traced small: the pyramid pooling takes its bins from the runtime shape.
+        path = export_model(
+            copy.deepcopy(model).eval().cpu(), Path(tmp) / "model.onnx", 64, 64, dynamic=True
+        )
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(images: Tensor) -> Tensor:
+        (logits,) = session.run(
+            ["logits"], {"images": images.detach().float().cpu().contiguous().numpy()}
+        )
+        return torch.from_numpy(logits).to(images.device)
+
+    return forward
+
+
+def fast_forward(
+    model: nn.Module,
+    device: torch.device | str,
+    backend: str | None = None,
+    fast: bool = True,
+    dtype: torch.dtype | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """``model`` (eval mode, on ``device``) as a function (B, 3, H, W) ->
+    fp32 (B, K, H, W) logits by ``backend`` (None: ``fast``'s choice for the
+    CPU class, else torch eager); ``dtype`` an autocast dtype (torch and
+    inductor only). Logs what it chose and why, in one line."""
+    from ann.speed import autocast
+
+    channels_last, chosen, why = (
+        fast_plan(device, backend) if fast else (False, backend or "torch", "")
+    )
+    if chosen == "onnxruntime":
+        if torch.device(device).type != "cpu":
+            raise ConfigError("evaluator.backend=onnxruntime runs on the CPU only; set device=cpu")
+        if dtype is not None:
+            log.warning("evaluator.backend=onnxruntime runs fp32: evaluator.amp is ignored")
+        log.info("inference: onnxruntime backend%s", f" ({why})" if why else "")
+        return onnxruntime_forward(model)
+    if not fast and chosen == "torch":
+        return model
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(1, 3, 64, 64, generator=gen).to(next(model.parameters()).device)
+    net = fold_batchnorm(model, example)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if chosen == "inductor":
+        import torch._inductor.config as inductor_config
+
+        # Freezing turns the weights into constants that inductor pre-packs.
+        inductor_config.freezing = True
+        net = torch.compile(net)
+    log.info(
+        "inference: BatchNorm folded, %s, %s backend (%s)",
+        "channels_last" if channels_last else "NCHW",
+        chosen,
+        why or "fast",
+    )
+
+    def forward(images: Tensor) -> Tensor:
+        with torch.no_grad(), autocast(images.device, dtype):
+            return net(to_input(images, channels_last)).float()
+
+    return forward
+
+
+__all__ = [
+    "BACKENDS",
+    "FAST_PLAN",
+    "fast_forward",
+    "fast_plan",
+    "fold_batchnorm",
+    "onnxruntime_forward",
+]
