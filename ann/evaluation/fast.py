@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "inductor", "onnxruntime")
 # What ``fast=true`` picks per CPU class (ann.speed.cpu_class): (channels_last,
 # backend), from the side-by-side figures in docs/performance.md. With
-# AVX-512, ONNX Runtime was the fastest in every interleaved round (1.4x the
-# folded channels_last torch copy, 1.8x mmseg's eager, ANN R-50 1x3x512x1024);
+# AVX-512, ONNX Runtime was the fastest in every interleaved round (ANN R-50
+# 1x3x512x1024: 1.56x mmseg's eager and 1.1x the folded channels_last torch
+# copy on a quiet machine, 1.8x and 1.4x on a busy one);
 # its kernels cannot be limited to AVX2 (ONEDNN_MAX_CPU_ISA binds oneDNN
 # only), so AVX2-only CPUs keep the measured torch path (channels_last costs
 # a few per cent there). Without onnxruntime installed, the torch path.
