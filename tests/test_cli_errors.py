@@ -82,6 +82,7 @@ def test_good_command_lines_pass() -> None:
     check_command_line("train.py", "train", ["experiment=demo", "--cfg", "job"])  # Hydra's own
 
 
+@pytest.mark.integration  # a subprocess; the check itself is tested in-process above
 def test_typo_through_the_tool_is_one_line() -> None:
     """The real entry point: one stderr line, exit 2, no Hydra page."""
     r = subprocess.run(
@@ -119,6 +120,7 @@ def test_help_explains_the_tool(tool: str, config: str) -> None:
     assert len(lines) < 60
 
 
+@pytest.mark.integration  # a subprocess; test_docs runs each tool's --help in-process
 def test_help_through_the_tool() -> None:
     r = subprocess.run(
         [sys.executable, str(ROOT / "tools/eval.py"), "--help"],
