@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from ann import dist
+from ann.config.record import write_config
 from ann.config.schema import check_config
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import write_metrics
@@ -49,9 +50,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict:
 def _evaluate(cfg: DictConfig, device: torch.device, path: Path, state: dict) -> dict:
     """The body of :func:`evaluate`, inside the process group."""
     out_dir = Path(dist.broadcast_object(str(cfg.output_dir)))
-    if dist.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_config(cfg, out_dir)  # checked before the process group started
     setup_logging(out_dir / "eval.log", dist.is_main())
     if cfg.split not in cfg.dataset:
         raise ConfigError(

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from ann.config.record import write_config
 from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
 from ann.logging_utils import setup_logging
 from ann.models.export import export_model
@@ -44,8 +45,7 @@ def export_onnx(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Path
     path, state = open_checkpoint(cfg.checkpoint)  # a file or zoo:NAME
     cfg = with_checkpoint_config(cfg, state, path, overrides)
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_config(cfg, out_dir, ("model",))
     setup_logging(out_dir / "export.log", True)
     opts = cfg.export
     model = load_model(cfg.model, state, path)

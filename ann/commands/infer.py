@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ann.api import Segmenter
+from ann.config.record import write_config
 from ann.config.schema import check_config
 from ann.data.base import read_image
 from ann.data.folder import IMAGE_SUFFIXES
@@ -73,10 +74,8 @@ def infer(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[Path]
     # checkpoint's own config fills in the model when no experiment is named.
     path, state = open_checkpoint(cfg.checkpoint)
     cfg = with_checkpoint_config(cfg, state, path, overrides)
-    check_config(cfg, ("model", "evaluator"))
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_config(cfg, out_dir, ("model", "evaluator"))
     setup_logging(out_dir / "infer.log")
     evaluator = instantiate(cfg.evaluator)
     evaluator.use_fast(cfg.get("fast"), cfg.get("backend"))  # the shorthands fast=, backend=

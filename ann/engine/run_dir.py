@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ann import dist
+from ann.config.record import write_config
 from ann.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ def start_run(
             level = logging.INFO if may_change(key) else logging.WARNING
             log.log(level, "config changed on resume: %s %r -> %r", key, old, new)
         log.info("the previous config is kept as %s", keep.name)
-    tmp = saved.with_name(".config.yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(saved)
+    write_config(cfg, out_dir)
 
 
 __all__ = ["MAY_CHANGE_ON_RESUME", "check_resume", "config_changes", "may_change", "start_run"]
