@@ -206,10 +206,24 @@ class EvaluationHook(Hook):
             f.write(json.dumps(metrics) + "\n")
 
 
+class CheckpointHook(Hook):
+    """Saves every ``ckpt_interval`` iterations, after the last one and at a
+    new best mIoU."""
+
+    def __init__(self, ckpt_interval: int) -> None:
+        self.ckpt_interval = ckpt_interval
+
+    def after_step(self, trainer: TrainerView, step: Step) -> None:
+        if step.iteration % self.ckpt_interval == 0 or step.last or step.is_best:
+            trainer.save(step.iteration, best=step.is_best)
+
+
 class SignalHook(Hook):
     """SIGTERM, SIGINT and SLURM's SIGUSR2 set ``step.stop`` (agreed by all
-    ranks), so the step is saved and the run stops; SIGUSR2 is then handed on
-    to the handler installed before (submitit's requeue)."""
+    ranks): the step is saved (unless the checkpoint hook just did) and the
+    run stops; SIGUSR2 is then handed on to the handler installed before
+    (submitit's requeue). It runs after the validation and checkpoint hooks,
+    so that a signal that arrives while they work stops the run at this step."""
 
     def __init__(self) -> None:
         self.guard: SignalGuard | None = None
@@ -221,30 +235,20 @@ class SignalHook(Hook):
         assert self.guard is not None
         # Every rank stops at the same step, as rank 0 decides.
         step.stop = bool(dist.broadcast_object(self.guard.received is not None))
+        if not step.stop:
+            return
+        if trainer.state.saved_iter != step.iteration:
+            trainer.save(step.iteration)
+        log.warning(
+            "signal received: saved %s at iteration %d; re-run the same command to resume",
+            trainer.ckpt_dir / "last.pth",
+            step.iteration,
+        )
 
     def after_train(self, trainer: TrainerView) -> None:
         if self.guard is not None:
             guard, self.guard = self.guard, None
             guard.__exit__(None, None, None)
-
-
-class CheckpointHook(Hook):
-    """Saves every ``ckpt_interval`` iterations, after the last one, at a new
-    best mIoU and before a stop a signal asked for."""
-
-    def __init__(self, ckpt_interval: int) -> None:
-        self.ckpt_interval = ckpt_interval
-
-    def after_step(self, trainer: TrainerView, step: Step) -> None:
-        periodic = step.iteration % self.ckpt_interval == 0
-        if periodic or step.last or step.is_best or step.stop:
-            trainer.save(step.iteration, best=step.is_best)
-        if step.stop:
-            log.warning(
-                "signal received: saved %s at iteration %d; re-run the same command to resume",
-                trainer.ckpt_dir / "last.pth",
-                step.iteration,
-            )
 
 
 def build_hooks(tcfg: DictConfig) -> list[Hook]:
@@ -255,8 +259,8 @@ def build_hooks(tcfg: DictConfig) -> list[Hook]:
         ProgressHook(log_interval),
         TensorBoardHook(log_interval, int(tcfg.get("num_vis", 4))),
         EvaluationHook(int(tcfg.val_interval)),
-        SignalHook(),
         CheckpointHook(int(tcfg.ckpt_interval)),
+        SignalHook(),
     ]
     specs = tcfg.get("hooks") or []
     if not isinstance(specs, ListConfig | list):
