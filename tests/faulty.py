@@ -43,9 +43,15 @@ class FaultyShapes(ShapesDataset):
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         in_worker = get_worker_info() is not None or not self.workers_only
         if in_worker and (self.rank is None or int(os.environ.get("RANK", 0)) == self.rank):
-            with open(self.counter, "ab") as f:
-                f.write(b".")
-            if self.counter.stat().st_size == self.die_on:
+            # The offset after our own O_APPEND write is this item's count; the
+            # file's size could already include a concurrent worker's byte.
+            fd = os.open(self.counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, b".")
+                count = os.lseek(fd, 0, os.SEEK_CUR)
+            finally:
+                os.close(fd)
+            if count == self.die_on:
                 self._die()
         return super().__getitem__(index)
 
