@@ -185,56 +185,64 @@ def main(argv: list[str]) -> dict:
     env = harness.environment("cpu", args.threads)
     with tempfile.TemporaryDirectory(prefix="ann_compare_") as tmp:
         packages = install_mmseg(args.mmseg_packages or Path(tmp) / "packages")
-        pythonpath = os.pathsep.join(map(str, (packages, ROOT, ROOT / "tests")))
-        job = {
-            "threads": args.threads,
-            "infer_size": args.infer_size,
-            "train_size": args.train_size,
-            "batch": args.batch,
-            "iters": args.iters,
-            "warmup": args.warmup,
-            "experiment": args.experiment,
-            "overrides": args.override,
-            "weights": str(Path(tmp) / "mmseg_random.pth"),
-        }
-        mm_env = {"PYTHONPATH": pythonpath}
-        saved = harness.run_worker(
-            mmseg_worker, {**job, "save": job["weights"]}, args.threads, args.timeout, mm_env
-        )
-        if "skipped" in saved:
-            raise MmsegMissing(f"mmseg's model could not be built: {saved['skipped']}")
-        raw: dict[str, dict[str, list[dict]]] = {c: {"ours": [], "mmseg": []} for c in cases}
-        for rnd in range(args.rounds):
-            for case in cases:
-                sides = ["mmseg", "ours"] if rnd % 2 == 0 else ["ours", "mmseg"]
-                for side in sides:
-                    if side == "mmseg" and case in ("fast", "onnxruntime"):
-                        continue  # mmseg's figure for these is its eager inference
-                    fn, extra = (mmseg_worker, mm_env) if side == "mmseg" else (ours_worker, None)
-                    r = harness.run_worker(
-                        fn, {**job, "case": case}, args.threads, args.timeout, extra
-                    )
-                    raw[case][side].append(r)
-                    harness.log(f"round {rnd + 1} {case} {side}:", r.get("skipped") or r["times_s"])
-    results = {}
-    for case in cases:
-        ours = _summary(raw[case]["ours"])
-        mm_runs = raw["infer" if case in ("fast", "onnxruntime") and "infer" in raw else case][
-            "mmseg"
-        ]
-        mmseg = _summary(mm_runs)
-        ok = "skipped" not in ours and "skipped" not in mmseg
-        results[case] = {
-            "ours": ours,
-            "mmseg": mmseg,
-            "speedup": mmseg["time_s"] / ours["time_s"] if ok else None,
-        }
+        raw = _measure(args, cases, packages, Path(tmp) / "mmseg_random.pth")
+    results = {case: _result(case, raw) for case in cases}
     env["loadavg_end"] = list(os.getloadavg())
     _print(args, env, results)
     return {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "env": env,
         "results": results,
+    }
+
+
+def _measure(
+    args: argparse.Namespace, cases: list[str], packages: Path, weights: Path
+) -> dict[str, dict[str, list[dict]]]:
+    """Saves mmseg's seeded weights to ``weights``, then runs each case's sides
+    in fresh processes, ``args.rounds`` times, the side that goes first
+    alternating by round. Returns {case: {"ours"|"mmseg": [worker results]}}."""
+    job = {
+        "threads": args.threads,
+        "infer_size": args.infer_size,
+        "train_size": args.train_size,
+        "batch": args.batch,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "experiment": args.experiment,
+        "overrides": args.override,
+        "weights": str(weights),
+    }
+    mm_env = {"PYTHONPATH": os.pathsep.join(map(str, (packages, ROOT, ROOT / "tests")))}
+    saved = harness.run_worker(
+        mmseg_worker, {**job, "save": job["weights"]}, args.threads, args.timeout, mm_env
+    )
+    if "skipped" in saved:
+        raise MmsegMissing(f"mmseg's model could not be built: {saved['skipped']}")
+    raw: dict[str, dict[str, list[dict]]] = {c: {"ours": [], "mmseg": []} for c in cases}
+    for rnd in range(args.rounds):
+        for case in cases:
+            for side in ["mmseg", "ours"] if rnd % 2 == 0 else ["ours", "mmseg"]:
+                if side == "mmseg" and case in ("fast", "onnxruntime"):
+                    continue  # mmseg's figure for these is its eager inference
+                fn, extra = (mmseg_worker, mm_env) if side == "mmseg" else (ours_worker, None)
+                r = harness.run_worker(fn, {**job, "case": case}, args.threads, args.timeout, extra)
+                raw[case][side].append(r)
+                harness.log(f"round {rnd + 1} {case} {side}:", r.get("skipped") or r["times_s"])
+    return raw
+
+
+def _result(case: str, raw: dict[str, dict[str, list[dict]]]) -> dict:
+    """{"ours", "mmseg", "speedup"} of one case; the fast paths are set against
+    mmseg's eager inference."""
+    ours = _summary(raw[case]["ours"])
+    mm_case = "infer" if case in ("fast", "onnxruntime") and "infer" in raw else case
+    mmseg = _summary(raw[mm_case]["mmseg"])
+    ok = "skipped" not in ours and "skipped" not in mmseg
+    return {
+        "ours": ours,
+        "mmseg": mmseg,
+        "speedup": mmseg["time_s"] / ours["time_s"] if ok else None,
     }
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ann.errors import ConfigError
-from ann.speed import cpu_class, to_input
+from ann.speed import cpu_class, forward_fn
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +75,43 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
     convolution that feeds them: ``w' = w * g / sqrt(v + eps)``, ``b' = (b - m)
     * g / sqrt(v + eps) + beta``, the BatchNorm replaced by ``nn.Identity``.
 
-    Pairs are found by running ``example`` (B, 3, h, w) through the copy: a
-    BatchNorm whose input is, on every call, the very tensor one Conv2d
-    returned, and a Conv2d whose output only BatchNorms read. A conv whose
-    output is also read elsewhere (or by two different BatchNorms) keeps its
-    BatchNorm, so folding never changes what any other module sees.
+    Pairs are found by running ``example`` (B, 3, h, w) through the copy
+    (:func:`_conv_bn_pairs`). Raises RuntimeError if the copy's logits differ
+    from ``model``'s on ``example`` by more than 1e-4 relative.
     """
     net = copy.deepcopy(model).eval()
+    modules = dict(net.named_modules())
+    pairs = _conv_bn_pairs(net, example)
+    for conv_name, bn_name in pairs:
+        _fold_into(modules[conv_name], modules[bn_name])
+        parent, _, attr = bn_name.rpartition(".")
+        setattr(modules[parent] if parent else net, attr, nn.Identity())
+    log.debug("folded %d BatchNorms into their convolutions", len(pairs))
+    # Module hooks cannot see a conv output read by a plain function (an add,
+    # a matmul) besides its BatchNorm; such a fold would show here.
+    ref, out = model.eval()(example), net(example)
+    ref, out = (ref["out"], out["out"]) if isinstance(ref, dict) else (ref, out)
+    err = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    if err > 1e-4:
+        raise RuntimeError(
+            f"folding BatchNorm changed the logits by {err:.1e} relative; use fast=false"
+        )
+    return net
+
+
+def _conv_bn_pairs(net: nn.Module, example: Tensor) -> list[tuple[str, str]]:
+    """(conv name, BatchNorm name) pairs of ``net`` that fold safely, seen by
+    running ``example`` through it with hooks: a BatchNorm whose input is, on
+    every call, the very tensor one Conv2d returned, and a Conv2d whose output
+    only that BatchNorm reads. A conv whose output is also read elsewhere (or by
+    two BatchNorms) keeps its BatchNorm, so folding never changes what any
+    other module sees."""
     produced: dict[int, str] = {}  # id(conv output) -> conv name, within one forward
     fed: dict[str, set[str | None]] = {}  # bn name -> conv names (None: not a conv output)
+    readers: set[str] = set()  # convs whose output a non-BN leaf reads
     outputs: list[Tensor] = []  # kept alive so that ids stay unique during the forward
     names = {m: n for n, m in net.named_modules()}
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    convs = [m for m in net.modules() if type(m) is nn.Conv2d]
 
     def conv_hook(module: nn.Module, args: tuple, out: Tensor) -> None:
         produced[id(out)] = names[module]
@@ -97,14 +121,10 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
         fed.setdefault(names[module], set()).add(produced.get(id(args[0])))
 
     def other_hook(module: nn.Module, args: tuple) -> None:
-        # Any other leaf reading a conv's output: that conv must keep its BN.
-        for a in args:
-            if isinstance(a, Tensor) and id(a) in produced:
-                readers.add(produced[id(a)])
+        readers.update(produced[id(a)] for a in args if isinstance(a, Tensor) and id(a) in produced)
 
-    readers: set[str] = set()
     leaves = [m for m in net.modules() if not list(m.children()) and m not in bns]
-    handles = [m.register_forward_hook(conv_hook) for m in convs]
+    handles = [m.register_forward_hook(conv_hook) for m in net.modules() if type(m) is nn.Conv2d]
     handles += [m.register_forward_pre_hook(bn_hook) for m in bns]
     handles += [m.register_forward_pre_hook(other_hook) for m in leaves]
     try:
@@ -116,30 +136,16 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
     for bn, sources in fed.items():
         if len(sources) == 1 and None not in sources:
             by_conv.setdefault(next(iter(sources)), []).append(bn)  # type: ignore[arg-type]
-    modules = dict(net.named_modules())
-    folded = 0
-    for conv_name, bn_names in by_conv.items():
-        if len(bn_names) != 1 or conv_name in readers:
-            continue
-        conv, bn = modules[conv_name], modules[bn_names[0]]
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-        parent, _, attr = bn_names[0].rpartition(".")
-        setattr(modules[parent] if parent else net, attr, nn.Identity())
-        folded += 1
-    log.debug("folded %d of %d BatchNorms into their convolutions", folded, len(bns))
-    # Module hooks cannot see a conv output read by a plain function (an add,
-    # a matmul) besides its BatchNorm; such a fold would show here.
-    ref, out = model.eval()(example), net(example)
-    ref, out = (ref["out"], out["out"]) if isinstance(ref, dict) else (ref, out)
-    err = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
-    if err > 1e-4:
-        raise RuntimeError(
-            f"folding BatchNorm changed the logits by {err:.1e} relative; use fast=false"
-        )
-    return net
+    return [(c, b[0]) for c, b in by_conv.items() if len(b) == 1 and c not in readers]
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.Module) -> None:
+    """``conv`` (C_out, C_in, k, k) rescaled and biased so that it returns
+    what ``bn(conv(x))`` did with ``bn``'s running statistics."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
 
 def onnxruntime_forward(model: nn.Module, threads: int | None = None) -> Callable[[Tensor], Tensor]:
@@ -186,8 +192,6 @@ def fast_forward(
     fp32 (B, K, H, W) logits by ``backend`` (None: ``fast``'s choice for the
     CPU class, else torch eager); ``dtype`` an autocast dtype (torch and
     inductor only). Logs what it chose and why, in one line."""
-    from ann.speed import autocast
-
     channels_last, chosen, why = (
         fast_plan(device, backend) if fast else (False, backend or "torch", "")
     )
@@ -218,11 +222,7 @@ def fast_forward(
         why or "fast",
     )
 
-    def forward(images: Tensor) -> Tensor:
-        with torch.no_grad(), autocast(images.device, dtype):
-            return net(to_input(images, channels_last)).float()
-
-    return forward
+    return forward_fn(net, dtype, channels_last)
 
 
 __all__ = [
