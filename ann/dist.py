@@ -9,8 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ann.dist_env import cuda_index, launch_env
 from ann.errors import RankFailure
+from ann.launch_env import cuda_index, launch_env
 
 
 def is_dist() -> bool:
@@ -31,7 +31,7 @@ def is_main() -> bool:
 
 def init_distributed(timeout_min: float = 30.0) -> torch.device:
     """Joins the process group the launcher describes: torchrun's variables,
-    else a submitit job's or an srun step's (precedence: :mod:`ann.dist_env`).
+    else a submitit job's or an srun step's (precedence: :mod:`ann.launch_env`).
 
     Uses nccl with one GPU per task when CUDA is present (device 0 when the
     task sees one GPU, its local rank when it sees the node's), gloo on CPU.

@@ -276,9 +276,9 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     site = tmp_path / "site"
     shutil.unpack_archive(next((tmp_path / "dist").glob("ann-*.whl")), site, "zip")
-    assert not (site / "ann" / "configs").is_symlink()
+    assert not (site / "ann" / "config_tree").is_symlink()
     names = {p.relative_to(ROOT / "configs") for p in (ROOT / "configs").rglob("*.yaml")}
-    assert names == {p.relative_to(site / "ann" / "configs") for p in site.rglob("*.yaml")}
+    assert names == {p.relative_to(site / "ann" / "config_tree") for p in site.rglob("*.yaml")}
     code = (
         "import ann.config.compose as c\n"
         "print(c.__file__, c.config_dir(), sep='\\n')\n"
@@ -295,4 +295,4 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     module, configs = proc.stdout.split()
-    assert Path(module).is_relative_to(site) and Path(configs) == site / "ann" / "configs"
+    assert Path(module).is_relative_to(site) and Path(configs) == site / "ann" / "config_tree"

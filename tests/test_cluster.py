@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ann.dist_env import PORT_RANGE, cuda_index, launch_env, port_for_job
 from ann.errors import ConfigError
+from ann.launch_env import PORT_RANGE, cuda_index, launch_env, port_for_job
 from conftest import compose_cfg, tiny_train_overrides
 
 _LAUNCH_VARS = (

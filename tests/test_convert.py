@@ -20,7 +20,7 @@ from ann.commands.convert import main as convert_main
 from ann.convert import convert
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.errors import CheckpointError
-from ann.evaluation.inference import infer_slide
+from ann.evaluation.scores import infer_slide
 from ann.models.pretrained import without_pretrained
 from conftest import compose_cfg
 from helpers import ROOT, run_tool

@@ -13,13 +13,13 @@ from torch import Tensor, nn
 
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import Evaluator
-from ann.evaluation.inference import (
+from ann.evaluation.metrics import compute_metrics
+from ann.evaluation.scores import (
     infer_slide,
     infer_whole,
     predict_scores,
     window_starts,
 )
-from ann.evaluation.metrics import compute_metrics
 
 K = 3
 STRIPES = (0, 1, 2, 1)  # class of each vertical quarter of the image

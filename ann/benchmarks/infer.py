@@ -31,7 +31,7 @@ def window_geometry(height: int) -> tuple[list[int], list[int]]:
 def worker(spec: dict) -> dict:
     """One (model, mode, set) in this process: times, peak; the logits
     (1, K, H, W) are saved as ``spec["out_dir"]/SET.pt`` for the comparison."""
-    from ann.evaluation.inference import infer_slide, infer_whole
+    from ann.evaluation.scores import infer_slide, infer_whole
     from ann.speed import configure_backends, forward_fn, prepare_model
 
     device, opts, warmup = options.start(spec)

@@ -2,7 +2,7 @@
 
 The tools name ``../configs`` relative to their own file; a library caller
 (:mod:`ann.api`, a notebook) has no such anchor and may run in any folder, so
-the configs are found from the installed package instead: ``ann/configs``
+the configs are found from the installed package instead: ``ann/config_tree``
 (a link to the repository's ``configs/`` in a checkout, the copied files in
 a wheel, see pyproject.toml's package data).
 """
@@ -24,11 +24,11 @@ def config_dir() -> Path:
     whatever the current working directory."""
     # The link inside the package first (wheel and editable installs); the
     # checkout's own configs/ if a copy of the tree lost the link.
-    for candidate in (_PACKAGE / "configs", _PACKAGE.parent / "configs"):
+    for candidate in (_PACKAGE / "config_tree", _PACKAGE.parent / "configs"):
         if (candidate / "train.yaml").is_file():
             return candidate.resolve()
     raise ConfigError(
-        f"no configs folder found next to the ann package ({_PACKAGE}/configs or "
+        f"no configs folder found next to the ann package ({_PACKAGE}/config_tree or "
         f"{_PACKAGE.parent}/configs); reinstall the package"
     )
 

@@ -17,10 +17,10 @@ from ann.data.loader import build_loader, worker_deaths
 from ann.data.samplers import ShardSampler
 from ann.errors import ConfigError
 from ann.evaluation.fast import BACKENDS, fast_forward
-from ann.evaluation.inference import Model, predict_scores
 from ann.evaluation.metrics import compute_metrics, confusion_matrix
 from ann.evaluation.options import AMP_DTYPES, check_options
 from ann.evaluation.predictions import PredictionWriter
+from ann.evaluation.scores import Model, predict_scores
 from ann.speed import amp_dtype as amp_dtype_of
 from ann.speed import forward_fn, unwrap
 from ann.visualization.masks import denormalize
@@ -35,7 +35,7 @@ class Evaluator:
     and the confusion matrices are summed over ranks.
 
     Args:
-        mode: ``"whole"`` or ``"slide"`` (see :mod:`ann.evaluation.inference`).
+        mode: ``"whole"`` or ``"slide"`` (see :mod:`ann.evaluation.scores`).
         scales, flip: test-time augmentation (1.0 and False: none).
         crop_size, stride: sliding-window geometry (h, w), mode ``"slide"``.
         save_predictions: None, or ``"trainid"``, ``"cityscapes"``, ``"color"``

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ann.errors import ConfigError
 
-MODES = ("whole", "slide")  # evaluator.mode (ann.evaluation.inference)
+MODES = ("whole", "slide")  # evaluator.mode (ann.evaluation.scores)
 AVERAGES = ("prob", "logits")  # evaluator.average: what is averaged over scales and flips
 FORMATS = ("trainid", "cityscapes", "color")  # evaluator.save_predictions (PredictionWriter)
 AMP_DTYPES = ("bf16", "fp16")  # evaluator.amp_dtype, trainer.amp_dtype
