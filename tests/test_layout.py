@@ -31,6 +31,8 @@ BASE = 0  # ann.errors, ann.dist, ann.speed, ...: everything not listed above
 # configs that name an old path are rewritten on load, ann/config/compat.py).
 ALIASES: set[str] = set()
 MAX_LINES = 400
+# From the def line to the last one, docstring included (ast end_lineno - lineno + 1).
+MAX_FUNCTION_LINES = 50
 
 
 def _module_name(path: Path) -> str:
@@ -138,5 +140,17 @@ def test_files_stay_small() -> None:
         f"{p.relative_to(ROOT)}: {n} lines"
         for p in sorted((ROOT / "ann").rglob("*.py"))
         if (n := len(p.read_text().splitlines())) > MAX_LINES
+    ]
+    assert not long, "\n".join(long)
+
+
+def test_no_function_in_ann_is_longer_than_50_lines() -> None:
+    """Functions and methods, nested ones too; a decorator line does not count."""
+    long = [
+        f"{p.relative_to(ROOT)}:{node.name}:{length}"
+        for p in sorted((ROOT / "ann").rglob("*.py"))
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (length := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES
     ]
     assert not long, "\n".join(long)

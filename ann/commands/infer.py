@@ -20,7 +20,7 @@ from ann.config.record import write_config
 from ann.config.schema import check_config
 from ann.data.base import read_image
 from ann.data.folder import IMAGE_SUFFIXES
-from ann.data.video import VideoWriter, is_video, read_frames, video_info
+from ann.data.video import VideoInfo, VideoWriter, is_video, read_frames, video_info
 from ann.errors import ConfigError, DataError
 from ann.evaluation.predictions import PredictionWriter, save_index_png
 from ann.hub.loading import load_model, open_checkpoint, with_checkpoint_config
@@ -136,6 +136,20 @@ def infer_video(
                 writer.write(last)
             bar.update(len(chunk))
         bar.close()
+    _log_video(video, target, writer.frames, info, failed, mask_dir)
+    return target
+
+
+def _log_video(
+    video: Path,
+    target: Path,
+    frames: int,
+    info: VideoInfo,
+    failed: list[int],
+    mask_dir: Path | None,
+) -> None:
+    """Logs what :func:`infer_video` wrote (``frames`` frames of the input's
+    ``info``) and the indices of the frames that ``failed`` to decode."""
     if failed:
         log.warning(
             "%s: %d frame(s) failed to decode (first: %d); each repeats the previous overlay",
@@ -146,11 +160,10 @@ def infer_video(
     log.info(
         "wrote %s (%d frames, %.3g fps, %dx%d)",
         target,
-        writer.frames,
+        frames,
         info.fps,
         info.width,
         info.height,
     )
     if mask_dir is not None:
         log.info("wrote per-frame masks to %s", mask_dir)
-    return target

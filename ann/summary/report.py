@@ -77,6 +77,29 @@ def to_markdown(summary: Summary) -> str:
         "[0, 1].",
         "",
     ]
+    lines += _configurations_table(summary)
+    lines.append("")
+    lines.append(
+        "iterations: reached (min–max over the runs); an evaluation: its checkpoint's. "
+        "wall time: mean per training run, from its TensorBoard events (time between a kill "
+        "and a resume not counted) or else its train.log."
+    )
+    lines += _per_class_section(summary)
+    if summary.unfinished:
+        lines += ["", "## Unfinished runs (counted, with the iterations they reached)", ""]
+        lines += [
+            f"- `{r.path}`: last validation at iteration {r.iteration} of {r.max_iters} "
+            "(stopped, failed or still running)"
+            for r in summary.unfinished
+        ]
+    lines += ["", f"## Skipped ({len(summary.skipped)})", ""]
+    lines += [f"- `{s.path}`: {s.reason}" for s in summary.skipped] or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def _configurations_table(summary: Summary) -> list[str]:
+    """The markdown table of the configurations, one row each (or a line
+    saying there are none)."""
     header = ["#", "kind", *summary.keys, "n", "seeds", "finished", "final mIoU %", "min", "max"]
     header += ["best mIoU %", "iterations", "wall time"]
     rows = []
@@ -92,32 +115,22 @@ def to_markdown(summary: Summary) -> str:
             + [_mean_std(final), _pct(final.min), _pct(final.max), _mean_std(c.best)]
             + [_span([r.iterations for r in c.runs]), _duration(walls.mean if walls else None)]
         )
-    lines += _md_table(header, rows) if rows else ["No runs with a validation were found."]
-    lines.append("")
-    lines.append(
-        "iterations: reached (min–max over the runs); an evaluation: its checkpoint's. "
-        "wall time: mean per training run, from its TensorBoard events (time between a kill "
-        "and a resume not counted) or else its train.log."
-    )
+    return _md_table(header, rows) if rows else ["No runs with a validation were found."]
+
+
+def _per_class_section(summary: Summary) -> list[str]:
+    """The per-class IoU section (classes as rows, configurations as
+    columns), from a blank line on; none when no run has per-class IoU."""
     per_class = {c.number: c.per_class() for c in summary.configurations}
     names = list(dict.fromkeys(n for pc in per_class.values() for n in pc))
-    if names:
-        lines += ["", "## Per-class IoU % (mean over the runs of configuration #)", ""]
-        class_rows = []
-        for name in names:
-            means = [stats.get(name) for stats in per_class.values()]
-            class_rows.append([name, *(_pct(m.mean) if m else "" for m in means)])
-        lines += _md_table(["class", *(f"#{c}" for c in per_class)], class_rows)
-    if summary.unfinished:
-        lines += ["", "## Unfinished runs (counted, with the iterations they reached)", ""]
-        lines += [
-            f"- `{r.path}`: last validation at iteration {r.iteration} of {r.max_iters} "
-            "(stopped, failed or still running)"
-            for r in summary.unfinished
-        ]
-    lines += ["", f"## Skipped ({len(summary.skipped)})", ""]
-    lines += [f"- `{s.path}`: {s.reason}" for s in summary.skipped] or ["None."]
-    return "\n".join(lines) + "\n"
+    if not names:
+        return []
+    lines = ["", "## Per-class IoU % (mean over the runs of configuration #)", ""]
+    class_rows = []
+    for name in names:
+        means = [stats.get(name) for stats in per_class.values()]
+        class_rows.append([name, *(_pct(m.mean) if m else "" for m in means)])
+    return lines + _md_table(["class", *(f"#{c}" for c in per_class)], class_rows)
 
 
 def _num(x: float | int | None) -> str:

@@ -24,11 +24,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ann.summary.history import read_history
+
+if TYPE_CHECKING:
+    from ann.summary.history import _Curve
 
 # Any of these makes a folder a run (or the remains of one).
 RUN_FILES = ("config.yaml", "metrics.json", "train.log", "eval.log")
@@ -147,36 +150,15 @@ def read_run(path: Path) -> Run:
     max_iters = config.get("trainer.max_iters")
     max_iters = int(max_iters) if _is_number(max_iters) else None
     if metrics is None:
-        if kind == "eval":
-            raise _Skip("no metrics.json: the evaluation did not finish")
-        if curve is not None and curve.val_miou:
-            raise _Skip(
-                "no metrics.json, though its metrics.jsonl, TensorBoard events or train.log "
-                f"hold validations up to iteration {max(curve.val_miou)} (was it deleted?)"
-            )
-        reached = curve.last_iteration if curve is not None else None
-        where = (
-            f"reached iteration {reached} of {max_iters}"
-            if reached is not None
-            else "no iteration logged"
-        )
-        raise _Skip(f"no metrics.json: stopped before its first validation ({where})")
+        raise _no_metrics(kind, curve, max_iters)
     iteration = int(metrics.get("iteration") or 0)
     best = None
     if kind == "train":
-        # metrics.json is the last validation; it counts too if the event
-        # files or train.log lost it (a kill between the two writes).
-        history = dict(curve.val_miou) if curve is not None else {}
-        history[iteration] = float(metrics["mIoU"])
-        best = max(history.values())
+        best = _best_miou(curve, iteration, float(metrics["mIoU"]))
     iterations = iteration
     if curve is not None and curve.last_iteration is not None:
         iterations = max(iterations, curve.last_iteration)
-    per_class = {
-        str(name): (float(row["IoU"]) if _is_number(row.get("IoU")) else None)
-        for name, row in (metrics.get("per_class") or {}).items()
-        if isinstance(row, dict)
-    }
+    per_class = _per_class_iou(metrics)
     identity = {
         k: value_text(v) for k, v in config.items() if k != SEED_KEY and not is_location_key(k)
     }
@@ -196,6 +178,45 @@ def read_run(path: Path) -> Run:
         max_iters=max_iters if kind == "train" else None,
         wall_time_s=curve.wall_time_s if curve is not None else None,
     )
+
+
+def _no_metrics(kind: str, curve: _Curve | None, max_iters: int | None) -> _Skip:
+    """Why a run without metrics.json is skipped: an unfinished evaluation, a
+    deleted file (``curve`` holds validations) or a run stopped before its
+    first validation (with the iteration it reached)."""
+    if kind == "eval":
+        return _Skip("no metrics.json: the evaluation did not finish")
+    if curve is not None and curve.val_miou:
+        return _Skip(
+            "no metrics.json, though its metrics.jsonl, TensorBoard events or train.log "
+            f"hold validations up to iteration {max(curve.val_miou)} (was it deleted?)"
+        )
+    reached = curve.last_iteration if curve is not None else None
+    where = (
+        f"reached iteration {reached} of {max_iters}"
+        if reached is not None
+        else "no iteration logged"
+    )
+    return _Skip(f"no metrics.json: stopped before its first validation ({where})")
+
+
+def _best_miou(curve: _Curve | None, iteration: int, miou: float) -> float:
+    """The best validation mIoU of a training run whose metrics.json holds
+    ``miou`` at ``iteration``."""
+    # metrics.json is the last validation; it counts too if the event
+    # files or train.log lost it (a kill between the two writes).
+    history = dict(curve.val_miou) if curve is not None else {}
+    history[iteration] = miou
+    return max(history.values())
+
+
+def _per_class_iou(metrics: dict) -> dict[str, float | None]:
+    """metrics.json's per-class IoU, ``{name: IoU}``; None where it has no number."""
+    return {
+        str(name): (float(row["IoU"]) if _is_number(row.get("IoU")) else None)
+        for name, row in (metrics.get("per_class") or {}).items()
+        if isinstance(row, dict)
+    }
 
 
 # -- finding runs -----------------------------------------------------------

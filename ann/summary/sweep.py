@@ -15,11 +15,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ann.summary.runs import Run, Skipped, first_line
+
+if TYPE_CHECKING:  # imported at run time by sweep_jobs, when it is needed
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
 
 @dataclass
@@ -58,19 +61,8 @@ def sweep_jobs(multirun_yaml: Path) -> list[Job]:
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
     if not sweeper.endswith("BasicSweeper"):
         raise ValueError(f"sweeper {sweeper or '?'} is not Hydra's basic sweeper")
-    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    arguments = [f"{k}={v}" for k, v in params.items()]
-    arguments += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
     parser = OverridesParser.create()
-    choices: dict[str, list[str]] = {}
-    for override in parser.parse_overrides(arguments):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                raise ValueError(f"{override.input_line}: not a list of values")
-            choices[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
-        else:
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    choices = _choices(cfg, parser)
     naming = hydra_cfg.job.config.override_dirname
     template = str(OmegaConf.to_container(hydra_cfg.sweep, resolve=False).get("subdir"))
     if "${now:" in template:
@@ -96,6 +88,26 @@ def sweep_jobs(multirun_yaml: Path) -> list[Job]:
         shown = [line for line in lines if line.split("=", 1)[0] in varying]
         jobs.append(Job(number, shown, multirun_yaml.parent / subdir, subdir, exact))
     return jobs
+
+
+def _choices(cfg: DictConfig, parser: OverridesParser) -> dict[str, list[str]]:
+    """Each key the sweep ``cfg`` overrides (its ``hydra.sweeper.params``, then
+    its command line) -> its ``key=value`` lines: one per value of a sweep,
+    in order, or the one of a plain override. Raises ValueError for a sweep
+    that is not a list of values (``interval``, unlike ``range``)."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
+    choices: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ValueError(f"{override.input_line}: not a list of values")
+            choices[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return choices
 
 
 def _sweep_dir(cfg: DictConfig) -> str | None:
@@ -160,33 +172,44 @@ def missing_jobs(roots: Sequence[Path], runs: list[Run], skipped: list[Skipped])
                 )
                 continue
             for job in jobs:
-                what = f"job #{job.number} ({' '.join(job.overrides) or 'no sweep overrides'})"
-                why = "the sweep stopped before it, e.g. at a failed job, or it is still to come"
-                if not job.exact:
-                    # Hydra resolves sweep.dir per job: with ${name} in it,
-                    # experiment=a,b puts the jobs under multirun/a and
-                    # multirun/b. Any folder ending in the job's subdir will do.
-                    tail = f"{os.sep}{job.subdir}"
-                    matches = sorted(
-                        p for p in (*found, *by_path) if str(p).endswith(tail) and p not in claimed
-                    )
-                    if matches:
-                        claimed.add(matches[0])
-                        if matches[0] in by_path:
-                            by_path[matches[0]].reason = f"{what}: {by_path[matches[0]].reason}"
-                    else:
-                        missing.append(
-                            Skipped(
-                                multirun_yaml,
-                                f"missing: {what} has no folder ending in {tail} under the "
-                                f"folders summarised ({why})",
-                            )
-                        )
-                    continue
-                folder = job.path.resolve()
-                claimed.add(folder)
-                if folder in by_path:
-                    by_path[folder].reason = f"{what}: {by_path[folder].reason}"
-                elif folder not in found and not folder.exists():
-                    missing.append(Skipped(job.path, f"missing: {what} has no folder ({why})"))
+                if (gap := _claim_folder(job, multirun_yaml, found, by_path, claimed)) is not None:
+                    missing.append(gap)
     return missing
+
+
+def _claim_folder(
+    job: Job,
+    multirun_yaml: Path,
+    found: set[Path],
+    by_path: dict[Path, Skipped],
+    claimed: set[Path],
+) -> Skipped | None:
+    """Adds the folder of ``job`` (of the sweep ``multirun_yaml``) to
+    ``claimed``: one of the runs ``found`` or of the folders skipped
+    (``by_path``, whose reason then names the job). Returns the Skipped
+    entry of a job that has no folder, else None."""
+    what = f"job #{job.number} ({' '.join(job.overrides) or 'no sweep overrides'})"
+    why = "the sweep stopped before it, e.g. at a failed job, or it is still to come"
+    if job.exact:
+        folder = job.path.resolve()
+    else:
+        # Hydra resolves sweep.dir per job: with ${name} in it,
+        # experiment=a,b puts the jobs under multirun/a and
+        # multirun/b. Any folder ending in the job's subdir will do.
+        tail = f"{os.sep}{job.subdir}"
+        matches = sorted(
+            p for p in (*found, *by_path) if str(p).endswith(tail) and p not in claimed
+        )
+        if not matches:
+            return Skipped(
+                multirun_yaml,
+                f"missing: {what} has no folder ending in {tail} under the "
+                f"folders summarised ({why})",
+            )
+        folder = matches[0]
+    claimed.add(folder)
+    if folder in by_path:
+        by_path[folder].reason = f"{what}: {by_path[folder].reason}"
+    elif job.exact and folder not in found and not folder.exists():
+        return Skipped(job.path, f"missing: {what} has no folder ({why})")
+    return None

@@ -108,6 +108,25 @@ def confusion_figure(
         interpolation="nearest",
         aspect="equal",
     )
+    no_gt = np.isnan(matrix[:, 0])
+    _confusion_axes(ax, class_names, no_gt)
+    if k <= _ANNOTATE_CELLS_UP_TO:
+        _annotate_cells(ax, matrix)
+    else:  # names on all four sides: a cell far from the left and bottom stays traceable
+        ax.tick_params(top=True, labeltop=True, right=True, labelright=True)
+    _confusion_colorbar(fig, image, ax, side)
+    note = "\ngrey rows: class absent from the ground truth" if no_gt.any() else ""
+    ax.set_title(
+        f"{title}\nconfusion matrix: each ground-truth row sums to 100%{note}",
+        fontsize=12 if k <= 60 else 18,
+    )
+    return fig
+
+
+def _confusion_axes(ax: Any, class_names: Sequence[str], no_gt: np.ndarray) -> None:
+    """Names both axes of the K × K matrix, class names as tick labels (grey
+    for the ``no_gt`` rows, a (K,) bool array), with white lines between cells."""
+    k = len(class_names)
     font = _font_size(k)
     ax.set_xticks(np.arange(k), labels=list(class_names), rotation=90, fontsize=font)
     ax.set_yticks(np.arange(k), labels=list(class_names), fontsize=font)
@@ -118,24 +137,18 @@ def confusion_figure(
     ax.set_yticks(np.arange(k + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=0.3 if k > 50 else 0.6)
     ax.tick_params(which="minor", length=0)
-    no_gt = np.isnan(matrix[:, 0])
     for label, missing in zip(ax.get_yticklabels(), no_gt, strict=True):
         if missing:
             label.set_color("grey")
-    if k <= _ANNOTATE_CELLS_UP_TO:
-        _annotate_cells(ax, matrix)
-    else:  # names on all four sides: a cell far from the left and bottom stays traceable
-        ax.tick_params(top=True, labeltop=True, right=True, labelright=True)
+
+
+def _confusion_colorbar(fig: Figure, image: Any, ax: Any, side: float) -> None:
+    """The colour bar of the heat map ``image``, in percent, sized for a
+    figure ``side`` inches high."""
     bar = fig.colorbar(image, ax=ax, shrink=min(1.0, 8.0 / side + 0.3), pad=0.02)
     bar.set_ticks([0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0])
     bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     bar.set_label("share of the ground-truth row (square-root scale)")
-    note = "\ngrey rows: class absent from the ground truth" if no_gt.any() else ""
-    ax.set_title(
-        f"{title}\nconfusion matrix: each ground-truth row sums to 100%{note}",
-        fontsize=12 if k <= 60 else 18,
-    )
-    return fig
 
 
 def _annotate_cells(ax: Any, matrix: np.ndarray) -> None:
@@ -178,8 +191,7 @@ def per_class_iou_figure(
     font = 9.0 if k <= 30 else 7.5
     fig = new_figure(7.5, max(3.5, 0.17 * k + 1.6))
     ax = fig.add_subplot()
-    rows = np.arange(k)
-    ax.barh(rows, values, height=0.75, color="#4c72b0")
+    ax.barh(np.arange(k), values, height=0.75, color="#4c72b0")
     ax.axvline(
         mean_iou,
         color="#c44e52",
@@ -187,14 +199,25 @@ def per_class_iou_figure(
         linewidth=1.2,
         label=f"mIoU {100 * mean_iou:.2f}%",
     )
-    for row, value in zip(rows, values, strict=True):
+    _label_bars(ax, values, font - 0.5)
+    _iou_axes(ax, names, values, font)
+    # Below the axes, where no bar can hide it.
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    ax.set_title(f"{title}\nper-class IoU")
+    return fig
+
+
+def _label_bars(ax: Any, values: np.ndarray, fontsize: float) -> None:
+    """Writes each bar's IoU in percent right of it; a NaN (absent class) row
+    says "absent" instead. ``values``: (K,) IoU fractions, row i = class i."""
+    for row, value in enumerate(values):
         if np.isnan(value):
             ax.text(
                 0.005,
                 row,
                 "absent (no GT, no prediction)",
                 va="center",
-                fontsize=font - 0.5,
+                fontsize=fontsize,
                 color="grey",
                 style="italic",
             )
@@ -205,10 +228,16 @@ def per_class_iou_figure(
                 row,
                 f"{100 * value:.1f}",
                 va="center",
-                fontsize=font - 0.5,
+                fontsize=fontsize,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.8},
             )
-    ax.set_yticks(rows, labels=names, fontsize=font)
+
+
+def _iou_axes(ax: Any, names: Sequence[str], values: np.ndarray, font: float) -> None:
+    """Class names as row labels (grey where ``values``, (K,), is NaN), the
+    first class at the top, and an IoU scale from 0 to 100 %."""
+    k = len(names)
+    ax.set_yticks(np.arange(k), labels=names, fontsize=font)
     for label, value in zip(ax.get_yticklabels(), values, strict=True):
         if np.isnan(value):
             label.set_color("grey")
@@ -221,10 +250,6 @@ def per_class_iou_figure(
     ax.set_axisbelow(True)
     if k > 40:  # a tall figure: the scale at the top too
         ax.tick_params(axis="x", top=True, labeltop=True)
-    # Below the axes, where no bar can hide it.
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    ax.set_title(f"{title}\nper-class IoU")
-    return fig
 
 
 def write_eval_plots(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -72,44 +73,28 @@ class ANNHead(nn.Module):
         low_channels, high_channels = in_channels
         fusion_channels = fusion_channels or high_channels
         self.in_index = tuple(in_index)
-        check_choice("fusion", fusion, FUSIONS)
-        check_choice("context", context, CONTEXTS)
-        check_probability("fusion_dropout", fusion_dropout)
-        check_probability("dropout", dropout)
-        options = {"attention": attention, "normalization": normalization, "output": output}
-        self.fusion: AFNB | None = None
-        if fusion != "none":
-            self.fusion = AFNB(
-                low_channels,
-                high_channels,
-                fusion_channels,
-                key_channels,
-                value_channels,
-                pool_sizes=None if fusion == "dense" else pool_sizes,
-                dropout=block_dropout,
-                **options,
-            )
+        _check_options(fusion, context, fusion_dropout, dropout)
+        # What AFNB, APNB and NonLocal2d all take.
+        block = {
+            "key_channels": key_channels,
+            "value_channels": value_channels,
+            "dropout": block_dropout,
+            "attention": attention,
+            "normalization": normalization,
+            "output": output,
+        }
+        # Parameters are drawn from the RNG in creation order: keep this order.
+        self.fusion: AFNB | None = _fusion_block(
+            fusion, low_channels, high_channels, fusion_channels, pool_sizes, block
+        )
         # mmseg reuses its classifier's Dropout2d here; a module of its own
         # draws the same masks (Dropout2d has no state).
         self.fusion_dropout = nn.Dropout2d(fusion_dropout)
         bottleneck_in = high_channels if self.fusion is None else fusion_channels
         self.bottleneck = ConvBNReLU(bottleneck_in, channels, 3, padding=1)
-        self.context: nn.Module | None = None
-        if context == "apnb":
-            self.context = APNB(
-                channels,
-                channels,
-                key_channels,
-                value_channels,
-                pool_sizes=pool_sizes,
-                dropout=block_dropout,
-                query_key_bn_updates=query_key_bn_updates,
-                **options,
-            )
-        elif context == "dense":
-            self.context = NonLocal2d(
-                channels, channels, key_channels, value_channels, block_dropout, **options
-            )
+        self.context: nn.Module | None = _context_block(
+            context, channels, pool_sizes, query_key_bn_updates, block
+        )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         log.info("ANN head: fusion %s -> bottleneck -> context %s", fusion, context)
@@ -121,3 +106,51 @@ class ANNHead(nn.Module):
         if self.context is not None:
             x = self.context(x)
         return self.classifier(self.dropout(x))
+
+
+def _check_options(fusion: str, context: str, fusion_dropout: float, dropout: float) -> None:
+    """Raises ConfigError for a block choice or a dropout probability out of range."""
+    check_choice("fusion", fusion, FUSIONS)
+    check_choice("context", context, CONTEXTS)
+    check_probability("fusion_dropout", fusion_dropout)
+    check_probability("dropout", dropout)
+
+
+def _fusion_block(
+    fusion: str,
+    low_channels: int,
+    high_channels: int,
+    out_channels: int,
+    pool_sizes: Sequence[int],
+    block: dict[str, Any],
+) -> AFNB | None:
+    """The block that fuses res4 (``low_channels``) into res5 (``high_channels``):
+    AFNB (``"afnb"``), FNB (``"dense"``: AFNB without sampling) or None
+    (``"none"``). ``block``: the options all blocks take."""
+    if fusion == "none":
+        return None
+    sampled = None if fusion == "dense" else pool_sizes
+    return AFNB(low_channels, high_channels, out_channels, pool_sizes=sampled, **block)
+
+
+def _context_block(
+    context: str,
+    channels: int,
+    pool_sizes: Sequence[int],
+    query_key_bn_updates: int,
+    block: dict[str, Any],
+) -> nn.Module | None:
+    """The self-attention block after the bottleneck, ``channels`` in and out:
+    APNB (``"apnb"``), NB (``"dense"``: :class:`NonLocal2d`) or None
+    (``"none"``). ``block``: the options all blocks take."""
+    if context == "apnb":
+        return APNB(
+            channels,
+            channels,
+            pool_sizes=pool_sizes,
+            query_key_bn_updates=query_key_bn_updates,
+            **block,
+        )
+    if context == "dense":
+        return NonLocal2d(channels, channels, **block)
+    return None
