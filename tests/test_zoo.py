@@ -78,6 +78,18 @@ def test_registry_matches_docs_model_zoo(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(entries) == 17
 
 
+def test_each_entry_names_the_experiment_of_its_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fine-tuning from a zoo name trains with the entry's experiment, so that
+    experiment's schedule is the published model's (80k for the 80k models)."""
+    from ann.config.compose import compose
+
+    monkeypatch.delenv(zoo.ENV, raising=False)
+    for entry in list_models():
+        cfg = compose("train", [f"experiment={entry.experiment}"])
+        iters = cfg.trainer.max_iters
+        assert f"{iters // 1000}k" == entry.schedule, (entry.name, entry.experiment, iters)
+
+
 def test_zoo_list_tool(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(zoo.ENV, raising=False)
     assert zoo_main(["list", "--json"]) == 0
