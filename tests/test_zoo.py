@@ -393,3 +393,20 @@ def test_eval_without_experiment_uses_the_checkpoints_config(
     assert metrics["num_images"] == 6
     saved = (tmp_path / "config.yaml").read_text()
     assert "depth: 18" in saved and f"root: {shapes_root}" in saved
+
+
+def test_eval_without_experiment_writes_beside_the_run(
+    trained_demo: Path, shapes_root: Path, tmp_path: Path
+) -> None:
+    """Given only checkpoint=, the outputs go under the run's name (demo), not
+    the tool's (outputs/eval/eval); name= still wins."""
+    from ann.commands import eval as eval_command
+    from conftest import compose_cfg
+
+    ckpt = trained_demo / "checkpoints" / "best.pth"
+    given = [f"checkpoint={ckpt}", f"paths.output_root={tmp_path}", f"dataset.root={shapes_root}"]
+    eval_command.evaluate(compose_cfg(given, "eval"), given)
+    assert (tmp_path / "demo" / "eval" / "metrics.json").is_file()
+    named = [*given, "name=mine"]
+    eval_command.evaluate(compose_cfg(named, "eval"), named)
+    assert (tmp_path / "mine" / "eval" / "metrics.json").is_file()

@@ -136,7 +136,8 @@ def with_checkpoint_config(
     cfg: DictConfig, state: dict[str, Any], path: str | Path, overrides: Sequence[str] | None
 ) -> DictConfig:
     """A tool's composed ``cfg`` with the checkpoint's own ``model``,
-    ``dataset`` and ``evaluator`` when ``overrides`` (the command line's)
+    ``dataset``, ``evaluator`` and ``name`` (unless the command line sets
+    ``name`` or ``output_dir``) when ``overrides`` (the command line's)
     name no ``experiment``. A section whose group the command line chose
     (``evaluator=slide``, ``model/decode_head=...``) stays as composed; the
     command line's ``key=value`` values inside a taken section are set on
@@ -164,4 +165,8 @@ def with_checkpoint_config(
                     value = OmegaConf.select(cfg, key, default=None)
                     OmegaConf.update(taken, key[len(section) + 1 :], value, force_add=True)
             out[section] = taken
+        # The run's name too, so that outputs land beside the run's own
+        # (outputs/<name>/eval), not under the tool's default name.
+        if not {"name", "output_dir"} & set(keys) and isinstance(own.get("name"), str):
+            out.name = own.name
     return out
