@@ -164,3 +164,18 @@ def test_unpicklable_dataset_is_one_clear_line() -> None:
         next(iter(build_loader(_Unpicklable(), num_workers=1)))
     assert "\n" not in str(info.value) and "_Unpicklable" in str(info.value)
     assert list(build_loader(_Unpicklable(), num_workers=0)) == [0, 1]
+
+
+def test_no_resource_tracker_warning_after_the_error_line() -> None:
+    """What a dead worker leaves to multiprocessing's resource tracker is not
+    reported after the run's one-line error (the tracker warns at exit)."""
+    script = textwrap.dedent(
+        """
+        from multiprocessing import resource_tracker
+        from ann.data.loader import worker_context
+        worker_context()
+        resource_tracker.register("/ann-test-leaked", "semaphore")  # as a killed worker leaves it
+        """
+    )
+    proc = run_bounded([sys.executable, "-c", script], timeout=60, env=tool_env())
+    assert proc.returncode == 0 and "resource_tracker" not in proc.stderr, proc.stderr

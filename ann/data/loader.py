@@ -17,6 +17,7 @@ import multiprocessing
 import pickle
 import re
 import signal
+import sys
 import time
 import warnings
 import weakref
@@ -38,11 +39,25 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """The start method of every DataLoader worker: ``forkserver`` where the
     platform has it (Linux, macOS), else ``spawn``. Neither inherits the
     parent's thread pools."""
+    quiet_resource_tracker()
     if "forkserver" in multiprocessing.get_all_start_methods():
         # Takes effect when the server starts (the first loader with workers).
         multiprocessing.set_forkserver_preload(list(PRELOAD))
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("spawn")
+
+
+# A worker that dies (SIGKILL, SIGSEGV) leaves its semaphores to multiprocessing's
+# resource tracker, which warns about them at exit, after the run's one-line error.
+TRACKER_FILTER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def quiet_resource_tracker() -> None:
+    """Silences the resource tracker's leak warnings. The tracker is a separate
+    process started with this interpreter's ``-W`` options, so the filter goes
+    into ``sys.warnoptions`` before the first loader with workers starts it."""
+    if TRACKER_FILTER not in sys.warnoptions:
+        sys.warnoptions.append(TRACKER_FILTER)
 
 
 def init_worker(worker_id: int) -> None:
