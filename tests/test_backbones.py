@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import ann.models.backbones as backbones
 from ann.errors import ConfigError
 from ann.models.backbones import ResNetBackbone
+from helpers import compose_cfg
 
 
 @pytest.mark.parametrize(
@@ -124,7 +125,6 @@ def test_bad_pretrained_through_tool_is_one_line(capsys: pytest.CaptureFixture) 
     from hydra.utils import instantiate
 
     from ann.cli import friendly_errors
-    from conftest import compose_cfg
 
     cfg = compose_cfg(["model=ann_r18", "model.backbone.pretrained=/no/such/weights.pth"])
     with pytest.raises(SystemExit) as info:

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from ann.benchmarks import harness, heads, model
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 
 @pytest.mark.parametrize("case", ["nl_matmul", "apnb_sdpa", "afnb_matmul", "ann_head"])

@@ -23,7 +23,7 @@ from ann.data.cityscapes import CITYSCAPES_CLASSES, label_id_to_train_id_lut
 from ann.errors import ConfigError
 from ann.evaluation.cityscapes_export import result_path, to_label_ids
 from ann.evaluation.predictions import PredictionWriter
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 # labelIds drawn in the tiny tree: road, sidewalk, building, vegetation, sky,

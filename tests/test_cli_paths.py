@@ -9,14 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from ann.cli import PATH_KEYS, quote_path_values
-from conftest import CONFIG_DIR, checkpoint_overrides, compose_cfg
-from helpers import run_tool
+from helpers import checkpoint_overrides, compose_cfg, run_tool
 
 SWEEP_CKPT = (
     "outputs/multirun/demo/optimizer.lr=0.01/trainer.batch_size=2/seed=0/checkpoints/best.pth"
@@ -107,11 +105,9 @@ def test_path_keys_do_not_name_sweep_folders() -> None:
         "output_dir=/tmp/out",
         "trainer.seed=1",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg = compose_cfg(overrides, hydra=True)
     assert cfg.hydra.job.override_dirname == "optimizer.lr=0.01/trainer.batch_size=2"
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("eval", overrides=["checkpoint=/a/b.pth"], return_hydra_config=True)
+    cfg = compose_cfg(["checkpoint=/a/b.pth"], "eval", hydra=True)
     assert cfg.hydra.job.override_dirname == ""
 
 
@@ -126,8 +122,7 @@ def test_env_vars_move_data_and_outputs(monkeypatch: pytest.MonkeyPatch, tmp_pat
     cfg = compose_cfg(["experiment=demo"])
     assert cfg.dataset.root == str(tmp_path / "datasets" / "shapes")
     assert cfg.output_dir == str(tmp_path / "runs" / "demo")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        hydra_cfg = compose("train", ["experiment=demo"], return_hydra_config=True)
+    hydra_cfg = compose_cfg(["experiment=demo"], hydra=True)
     assert hydra_cfg.hydra.sweep.dir == str(tmp_path / "runs" / "multirun" / "demo")
     # A key on the command line wins over the variable.
     cfg = compose_cfg(["experiment=demo", "paths.data_dir=/elsewhere"])

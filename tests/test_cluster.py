@@ -12,7 +12,7 @@ import torch
 
 from ann.dist_env import PORT_RANGE, cuda_index, launch_env, port_for_job
 from ann.errors import ConfigError
-from conftest import compose_cfg, tiny_train_overrides
+from helpers import compose_cfg, tiny_train_overrides
 
 _LAUNCH_VARS = (
     "RANK",
@@ -146,14 +146,7 @@ def test_usr2_saves_last_and_hands_on_to_submitit(
 
 def test_example_slurm_launcher_config_composes() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from hydra import compose, initialize_config_dir
-
-    from conftest import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train", ["hydra/launcher=slurm", "experiment=cityscapes_ann"], return_hydra_config=True
-        )
+    cfg = compose_cfg(["hydra/launcher=slurm", "experiment=cityscapes_ann"], hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # x batch 2 = 8

@@ -17,7 +17,7 @@ from ann import Segmenter
 from ann.config.compat import MOVED, upgrade_config
 from ann.engine.checkpoint import load_checkpoint
 from ann.models.heads import NonLocal2d
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 
 def test_old_paths_are_gone_and_new_ones_import() -> None:

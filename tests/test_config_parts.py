@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,17 +18,16 @@ from ann.config.schema import check_config
 from ann.errors import ConfigError
 from ann.models.backbones import ResNetBackbone
 from ann.models.heads import AFNB, APNB, ANNHead, FCNHead, NonLocal2d
-from conftest import CONFIG_DIR, compose_cfg
-from helpers import ROOT
+from helpers import CONFIG_DIR, ROOT, compose_cfg
 
-ABLATIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "ablation").glob("*.yaml"))
+ABLATIONS = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "ablation").glob("*.yaml"))
 
 
 def test_resolved_configs_unchanged() -> None:
     """Guards every experiment's and model's resolved config for train, eval,
     infer and export: reorganising the config files (inheritance, groups,
     interpolation) must not change a value a run trains or evaluates with.
-    tests/data/resolved_configs.json holds them; regenerate it with
+    tests/snapshots/resolved_configs.json holds them; regenerate it with
     ``python tests/config_snapshot.py`` only for an intended change."""
     snapshot = json.loads(SNAPSHOT.read_text())
     cases = [(key.split("|")[0], [key.split("|")[1]]) for key in snapshot]
@@ -48,9 +46,9 @@ def test_models_share_one_body() -> None:
     """model/encoder_decoder.yaml is the one body; every model file is that
     body (or another model) plus part overrides and keys of its parts, never
     the body's own keys again."""
-    body = OmegaConf.load(Path(CONFIG_DIR) / "model" / "encoder_decoder.yaml")
+    body = OmegaConf.load(CONFIG_DIR / "model" / "encoder_decoder.yaml")
     assert {next(iter(d)) for d in body.defaults if not isinstance(d, str)} == PARTS
-    for path in sorted((Path(CONFIG_DIR) / "model").glob("*.yaml")):
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
         if path.stem == "encoder_decoder":
             continue
         cfg = OmegaConf.load(path)
@@ -64,7 +62,7 @@ def test_models_share_one_body() -> None:
 
 
 def test_resnet101_is_resnet50_with_another_depth() -> None:
-    cfg = OmegaConf.load(Path(CONFIG_DIR) / "model" / "backbone" / "resnet101.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / "backbone" / "resnet101.yaml")
     assert list(cfg.defaults) == ["resnet50", "_self_"]
     assert set(cfg) == {"defaults", "depth"}
 
@@ -73,12 +71,12 @@ def test_experiments_take_their_schedule_from_the_group() -> None:
     """Every schedule file (configs/schedule/) is used, and an experiment
     states max_iters and intervals only for a schedule the group lacks."""
     schedules = {
-        p.stem: OmegaConf.load(p).trainer for p in (Path(CONFIG_DIR) / "schedule").glob("*.yaml")
+        p.stem: OmegaConf.load(p).trainer for p in (CONFIG_DIR / "schedule").glob("*.yaml")
     }
     assert sorted(schedules) == ["160k", "20k", "40k", "80k"]
     given = {(t.max_iters, t.val_interval, t.ckpt_interval) for t in schedules.values()}
     used = set()
-    for path in sorted((Path(CONFIG_DIR) / "experiment").rglob("*.yaml")):
+    for path in sorted((CONFIG_DIR / "experiment").rglob("*.yaml")):
         own = OmegaConf.load(path)
         for entry in own.get("defaults", []):
             if not isinstance(entry, str):

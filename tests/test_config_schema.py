@@ -11,10 +11,9 @@ import pytest
 
 from ann.config.schema import TOP_GROUPS, check_config
 from ann.errors import ConfigError
-from conftest import CONFIG_DIR, compose_cfg
-from helpers import ROOT, tool_env
+from helpers import CONFIG_DIR, ROOT, compose_cfg, tool_env
 
-EXPERIMENT_DIR = Path(CONFIG_DIR) / "experiment"
+EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 # ablation/cs_r101_apnb and the like too: every file `experiment=` can name.
 EXPERIMENTS = sorted(
     p.relative_to(EXPERIMENT_DIR).with_suffix("").as_posix() for p in EXPERIMENT_DIR.rglob("*.yaml")

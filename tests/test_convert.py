@@ -22,8 +22,7 @@ from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.errors import CheckpointError
 from ann.evaluation.inference import infer_slide
 from ann.models.pretrained import without_pretrained
-from conftest import compose_cfg
-from helpers import ROOT, run_tool
+from helpers import ROOT, compose_cfg, run_tool
 from trees import make_cityscapes
 
 

@@ -47,7 +47,7 @@ from ann.commands.train import train
 from ann.engine.checkpoint import load_checkpoint, load_model_weights
 from ann.engine.trainer import Trainer
 from ann.models.pretrained import without_pretrained
-from conftest import checkpoint_overrides, compose_cfg, tiny_train_overrides
+from helpers import checkpoint_overrides, compose_cfg, tiny_train_overrides
 
 DEVICE = os.environ.get("ANN_TEST_DEVICE", "cuda")
 if DEVICE not in ("cuda", "cpu"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import compose_cfg
+from helpers import compose_cfg
 from trees import make_cityscapes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,7 @@ import torch
 from ann.commands.train import train
 from ann.engine import checkpoint as ckpt
 from ann.errors import CheckpointError, CheckpointSaveError
-from conftest import compose_cfg, tiny_train_overrides
-from helpers import ROOT, TEST_CONFIGS, run_bounded, run_tool
+from helpers import ROOT, TEST_CONFIGS, compose_cfg, run_bounded, run_tool, tiny_train_overrides
 
 TINY = [TEST_CONFIGS, "model=tiny_gn"]
 

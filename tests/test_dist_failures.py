@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_train_overrides
-from helpers import TEST_CONFIGS, run_tool
+from helpers import TEST_CONFIGS, run_tool, tiny_train_overrides
 
 
 @pytest.mark.parametrize("how", ["exit", "stall"])

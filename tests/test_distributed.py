@@ -9,8 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_train_overrides
-from helpers import TEST_CONFIGS, run_tool
+from helpers import TEST_CONFIGS, run_tool, tiny_train_overrides
 
 
 def _losses(run_dir: Path) -> list[float]:

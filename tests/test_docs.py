@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from ann.cli import quote_path_values
 from ann.config.schema import TOP_GROUPS, check_config
-from conftest import CONFIG_DIR
-from helpers import ROOT
+from helpers import CONFIG_DIR, ROOT, compose_cfg
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # tools/<tool>.py -> its config in configs/ (the tools' @hydra.main config_name)
@@ -140,7 +138,7 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
             continue
         key = override.input_line.split("=", 1)[0]
         for value in list(override.sweep_string_iterator())[1:]:
-            group = Path(CONFIG_DIR) / key.lstrip("+~")
+            group = CONFIG_DIR / key.lstrip("+~")
             if not group.is_dir():
                 jobs.append([*first[:i], f"{key}={value}", *first[i + 1 :]])
             elif not (group / f"{value}.yaml").is_file():
@@ -171,20 +169,19 @@ def test_every_hydra_command_line_composes() -> None:
     the line's overrides (each job of a ``-m`` sweep), resolved and checked
     against the start-up schema as the tool would before reading any data."""
     failures, done = [], set()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for snippet in HYDRA_LINES:
-            config, multirun, overrides = hydra_command(snippet)
-            try:
-                for job in _jobs(overrides, multirun):
-                    if _cache_key(config, job) in done:
-                        continue
-                    done.add(_cache_key(config, job))
-                    cfg = compose(config_name=config, overrides=job)
-                    OmegaConf.to_container(cfg, resolve=True)
-                    check_config(cfg, CHECKED_GROUPS.get(config, BASE_GROUPS))
-            except Exception as e:  # every failure is reported
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                failures.append(f"{snippet.where}: {type(e).__name__}: {first}\n  {snippet.text}")
+    for snippet in HYDRA_LINES:
+        config, multirun, overrides = hydra_command(snippet)
+        try:
+            for job in _jobs(overrides, multirun):
+                if _cache_key(config, job) in done:
+                    continue
+                done.add(_cache_key(config, job))
+                cfg = compose_cfg(job, config)
+                OmegaConf.to_container(cfg, resolve=True)
+                check_config(cfg, CHECKED_GROUPS.get(config, BASE_GROUPS))
+        except Exception as e:  # every failure is reported
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            failures.append(f"{snippet.where}: {type(e).__name__}: {first}\n  {snippet.text}")
     assert not failures, "\n".join(failures)
 
 

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from ann.commands.eval import evaluate
 from ann.errors import CheckpointError, ConfigError
-from conftest import checkpoint_overrides, compose_cfg
+from helpers import checkpoint_overrides, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from ann.commands.export import compare_onnx, export_model, export_onnx
 from ann.engine.checkpoint import save_checkpoint
 from ann.errors import ConfigError
 from ann.models.heads import AFNB, APNB
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_train_overrides
-from helpers import ROOT, run_tool, tool_env
+from helpers import ROOT, run_tool, tiny_train_overrides, tool_env
 
 # The small ANN (ResNet-18): its checkpoints (~130 MB with optimizer state)
 # take long enough to write that a kill can land inside a save.

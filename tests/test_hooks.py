@@ -15,8 +15,7 @@ from ann.engine.hooks import Hook
 from ann.engine.state import Step
 from ann.errors import ConfigError
 from ann.summary.history import read_history
-from conftest import compose_cfg, tiny_train_overrides
-from helpers import run_tool
+from helpers import compose_cfg, run_tool, tiny_train_overrides
 
 
 class RecordingHook(Hook):

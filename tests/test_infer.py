@@ -12,7 +12,7 @@ from PIL import Image
 
 from ann.commands.infer import collect_inputs, infer
 from ann.errors import DataError
-from conftest import checkpoint_overrides, compose_cfg
+from helpers import checkpoint_overrides, compose_cfg
 
 # slide (2 overlapping windows at 1.0, a padded one at 0.75) and two scales
 TTA = ["evaluator.mode=slide", "evaluator.crop_size=[64,48]", "evaluator.stride=[64,32]"]

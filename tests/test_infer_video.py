@@ -21,8 +21,7 @@ from ann.data.video import VideoWriter, video_info
 from ann.hub.loading import with_checkpoint_config
 from ann.hub.zoo import ENV
 from ann.visualization.masks import blend
-from conftest import checkpoint_overrides, compose_cfg
-from helpers import ROOT, run_bounded, tool_env
+from helpers import ROOT, checkpoint_overrides, compose_cfg, run_bounded, tool_env
 
 
 def write_clip(

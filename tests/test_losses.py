@@ -10,7 +10,7 @@ from torch import nn
 
 from ann.errors import ConfigError
 from ann.models.losses import CrossEntropyLoss, OhemCrossEntropyLoss
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 
 def _data(seed: int = 0, k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d
 from ann.models.heads.attention import attend
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 
 @pytest.mark.parametrize("model", ["ann_r50", "ann_r101"])

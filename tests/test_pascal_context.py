@@ -22,7 +22,7 @@ from ann.data.pascal_context import (
     label_id_lut,
 )
 from ann.errors import DataError
-from helpers import run_tool
+from helpers import compose_cfg, run_tool
 from trees import CONTEXT_59_NAMES, CONTEXT_LABELS, make_pascal_context, rle_encode
 
 TRAIN, VAL = ["2008_000002", "2008_000003", "2010_000005"], ["2008_000008", "2009_000011"]
@@ -217,8 +217,6 @@ def test_recipe_trains_and_evaluates(prepared, tmp_path: Path) -> None:
 def test_r50_recipes_load_their_classes(prepared, experiment: str, classes: tuple) -> None:
     """The mmsegmentation-style recipes build a model and both splits of their class count."""
     from hydra.utils import instantiate
-
-    from conftest import compose_cfg
 
     root, _ = prepared
     cfg = compose_cfg([f"experiment={experiment}", f"dataset.root={root}"])

@@ -23,7 +23,7 @@ import prepare_voc_aug
 from ann.commands.eval import evaluate
 from ann.commands.infer import infer
 from ann.commands.train import train
-from conftest import compose_cfg
+from helpers import compose_cfg
 from trees import make_sbd, make_voc
 
 TRAIN, VAL = ["2008_000002", "2008_000003", "2008_000004"], ["2007_000032", "2007_000033"]

@@ -12,6 +12,7 @@ import torch
 from ann import speed
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import Evaluator
+from helpers import compose_cfg
 
 NONE = dict.fromkeys(
     ("avx2", "avx512", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16"), False
@@ -140,7 +141,6 @@ def test_evaluator_decides_per_device_once(cpu: str, caplog: pytest.LogCaptureFi
 
 def test_demo_and_schema_accept_auto() -> None:
     from ann.config.schema import check_config
-    from conftest import compose_cfg
 
     cfg = compose_cfg(["experiment=demo"])
     assert cfg.trainer.amp == "auto"

@@ -16,8 +16,7 @@ import torch.hub
 from ann.errors import ConfigError
 from ann.models import pretrained
 from ann.models.backbones import ResNetBackbone
-from conftest import compose_cfg
-from helpers import ROOT, run_bounded, tool_env
+from helpers import ROOT, compose_cfg, run_bounded, tiny_train_overrides, tool_env
 from trees import make_cityscapes
 
 V1C_50 = "resnet50_v1c-2cccc1ad.pth"
@@ -184,7 +183,6 @@ def test_restoring_paths_never_fetch(hub: Hub, tmp_path: Path) -> None:
 
 def test_from_scratch_is_logged(tmp_path: Path, shapes_root: Path) -> None:
     from ann.commands.train import train
-    from conftest import tiny_train_overrides
 
     out = tmp_path / "run"
     train(compose_cfg(tiny_train_overrides(shapes_root, out, "trainer.max_iters=1")))

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from ann.commands.train import train
-from conftest import compose_cfg, tiny_train_overrides
-from helpers import ROOT, TEST_CONFIGS, run_tool, tool_env
+from helpers import ROOT, TEST_CONFIGS, compose_cfg, run_tool, tiny_train_overrides, tool_env
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

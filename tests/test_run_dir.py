@@ -14,7 +14,7 @@ import yaml
 from ann.commands.train import train
 from ann.engine.run_dir import config_changes, may_change
 from ann.errors import ConfigError, UserError
-from conftest import compose_cfg, tiny_train_overrides
+from helpers import compose_cfg, tiny_train_overrides
 
 EXTRA = ("trainer.max_iters=2", "trainer.val_interval=2", "trainer.ckpt_interval=2")
 

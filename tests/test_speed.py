@@ -20,7 +20,7 @@ from ann.evaluation.evaluator import Evaluator
 from ann.models.heads import ANNHead
 from ann.models.pretrained import without_pretrained
 from ann.speed import autocast, forward_fn, prepare_model, to_input, unwrap
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:

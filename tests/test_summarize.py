@@ -20,8 +20,15 @@ from omegaconf import OmegaConf
 
 from ann.commands.summarize import main
 from ann.summary import summarize
-from conftest import CONFIG_DIR, checkpoint_overrides, tiny_train_overrides
-from helpers import ROOT, TEST_CONFIGS, run_bounded, run_tool
+from helpers import (
+    ROOT,
+    TEST_CONFIGS,
+    checkpoint_overrides,
+    compose_cfg,
+    run_bounded,
+    run_tool,
+    tiny_train_overrides,
+)
 
 SEEDS = ("0", "1", "2")
 LRS = ("0.01", "0.02")
@@ -92,14 +99,8 @@ def test_sweep_folders_group_seeds_under_their_configuration(sweep: Path) -> Non
 def test_sweep_folder_without_naming_overrides_is_the_seed() -> None:
     """With no override that names a folder, override_dirname is empty: the
     job's folder is <sweep.dir>/seed=N, not the absolute /seed=N."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["experiment=demo", "trainer.seed=3", "dataset.root=/x/y", "output_dir=/z"],
-            return_hydra_config=True,
-        )
+    overrides = ["experiment=demo", "trainer.seed=3", "dataset.root=/x/y", "output_dir=/z"]
+    cfg = compose_cfg(overrides, hydra=True)
     assert cfg.hydra.job.override_dirname == ""
     subdir = OmegaConf.select(cfg, "hydra.sweep.subdir")
     # Hydra joins sweep.dir and subdir, then takes the absolute path.

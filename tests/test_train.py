@@ -10,7 +10,7 @@ import torch
 
 from ann.commands.eval import evaluate
 from ann.commands.train import train
-from conftest import compose_cfg, tiny_train_overrides
+from helpers import TEST_CONFIGS, compose_cfg, tiny_train_overrides
 
 
 @pytest.fixture
@@ -107,7 +107,6 @@ def _tb_losses(run_dir: Path) -> list[float]:
 
 
 def test_gradient_accumulation_matches_the_larger_batch(shapes_root: Path, tmp_path: Path) -> None:
-    from helpers import TEST_CONFIGS
 
     common = [TEST_CONFIGS, "model=tiny_gn", "trainer.max_iters=4", "trainer.val_interval=100"]
     common.append(

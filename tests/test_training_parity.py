@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ann.convert import mmseg, official
 from ann.convert.layout import add_bn_counters, fold_conv_bias, rename
 from ann.engine.trainer import Trainer
-from conftest import CONFIG_DIR, compose_cfg
+from helpers import CONFIG_DIR, compose_cfg
 from trees import make_cityscapes
 
 STEPS = 3
@@ -282,7 +282,7 @@ def test_full_size_models_train_as_the_references(tmp_path: Path, dropout: bool)
 
 
 def _experiments() -> list[str]:
-    root = Path(CONFIG_DIR) / "experiment"
+    root = CONFIG_DIR / "experiment"
     names = [p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")]
     return sorted(names)
 

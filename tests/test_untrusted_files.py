@@ -19,7 +19,7 @@ from ann.errors import (
     UnsafeCheckpointError,
 )
 from ann.models.backbones import ResNetBackbone
-from conftest import compose_cfg, tiny_train_overrides
+from helpers import compose_cfg, tiny_train_overrides
 
 
 def _check(message: str, key: str, path: Path, marker: Path) -> None:

@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from ann.data.loader import describe_worker_death
-from conftest import checkpoint_overrides, tiny_train_overrides
-from helpers import TEST_CONFIGS, run_bounded, run_tool, tool_env
+from helpers import (
+    TEST_CONFIGS,
+    checkpoint_overrides,
+    run_bounded,
+    run_tool,
+    tiny_train_overrides,
+    tool_env,
+)
 
 
 def test_workers_start_clean_after_the_parent_ran_opencv_threads() -> None:

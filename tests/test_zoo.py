@@ -28,7 +28,7 @@ from ann.commands.overrides import zoo_experiment_values
 from ann.commands.zoo import main as zoo_main
 from ann.errors import ConfigError
 from ann.hub import zoo
-from helpers import ROOT
+from helpers import ROOT, compose_cfg, tiny_train_overrides
 
 # A converted Cityscapes model evaluates at 2048×1024: the tests shrink the eval scale.
 SMALL = ["dataset.scale=[128,64]"]
@@ -355,7 +355,6 @@ def test_load_from_a_zoo_name_fine_tunes(
     trained_demo: Path, shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ann.commands.train import train
-    from conftest import compose_cfg, tiny_train_overrides
 
     ckpt = trained_demo / "checkpoints" / "best.pth"
     monkeypatch.setenv(zoo.ENV, str(demo_registry(tmp_path / "zoo", ckpt)))
@@ -373,7 +372,6 @@ def test_eval_without_experiment_uses_the_checkpoints_config(
 ) -> None:
     """tools/eval.py's body as the tool runs it, given only checkpoint= (and the data's keys)."""
     from ann.commands import eval as eval_command
-    from conftest import compose_cfg
 
     ckpt = trained_demo / "checkpoints" / "best.pth"
     given = [f"checkpoint={ckpt}", f"output_dir={tmp_path}", f"dataset.root={shapes_root}"]
