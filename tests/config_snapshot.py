@@ -1,5 +1,5 @@
 """Resolved configs of every experiment and model for train, eval, infer and
-export: the values tests/test_config_parts.py::test_resolved_configs_unchanged
+export: the values tests/models/test_config_parts.py::test_resolved_configs_unchanged
 holds the config files to, however they are organised.
 
 ``python tests/config_snapshot.py`` rewrites tests/snapshots/resolved_configs.json;

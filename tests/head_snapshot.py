@@ -1,5 +1,5 @@
 """Outputs of the attention blocks and heads at their default options, for
-the bit-for-bit test of tests/test_ablation.py (the ablation options must not
+the bit-for-bit test of tests/models/test_ablation.py (the ablation options must not
 change what the defaults compute).
 
 ``python tests/head_snapshot.py`` rewrites tests/snapshots/default_head_outputs.pt

@@ -1,7 +1,7 @@
 """One training step of ``experiment=cityscapes_ann`` against mmsegmentation
 1.2.2 itself (its ANN R-50-D8 Cityscapes config), in float64.
 
-Run by tests/test_against_mmseg.py in a subprocess whose PYTHONPATH holds
+Run by tests/reference/test_against_mmseg.py in a subprocess whose PYTHONPATH holds
 tests/, the repository and the pinned packages of tests/reference/mmseg-requirements.txt (installed there
 with ``--no-deps``; mmcv-lite has no compiled ops, so ``mmcv.ops`` is a stub
 whose functions raise: ANN uses none of them). Prints one JSON object of

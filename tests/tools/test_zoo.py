@@ -7,11 +7,9 @@ leaves nothing in the cache; no network gives one line within seconds)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from loopback import Server
 from reference import mmseg_ann
+from reference.published import save_mmseg
 from reference.weights import randomise
-from test_convert import save_mmseg
 
 from ann import Segmenter, list_models
 from ann.commands.overrides import zoo_experiment_values
@@ -112,42 +111,6 @@ def test_zoo_name_sets_the_experiment(monkeypatch: pytest.MonkeyPatch) -> None:
     given = [f"checkpoint={name}", "experiment=ade20k_ann"]
     assert zoo_experiment_values(given) == given
     assert zoo_experiment_values(["checkpoint=zoo:nope"]) == ["checkpoint=zoo:nope"]
-
-
-class Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the test's folder; ``/cut/NAME`` announces NAME's full length
-    and closes the connection half-way (an interrupted download)."""
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        if not self.path.startswith("/cut/"):
-            return super().do_GET()
-        data = (Path(self.directory) / self.path[len("/cut/") :]).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.wfile.flush()
-        self.close_connection = True
-        return None
-
-
-class Server:
-    """A loopback HTTP server for ``folder`` on a free port, in a thread."""
-
-    def __init__(self, folder: Path) -> None:
-        handler = lambda *a: Handler(*a, directory=str(folder))  # noqa: E731
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
 
 
 def free_port() -> int:

@@ -12,11 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import compose_cfg
+from helpers import ROOT, compose_cfg
 from trees import make_cityscapes
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 ACCEPTANCE = [
     "experiment=cityscapes_ann",
@@ -55,7 +52,7 @@ def test_train_tool_cityscapes_ann_on_tiny_tree(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "tools/train.py"),
+            str(ROOT / "tools/train.py"),
             *ACCEPTANCE,
             f"dataset.root={root}",
             f"output_dir={out}",
@@ -64,7 +61,7 @@ def test_train_tool_cityscapes_ann_on_tiny_tree(tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_run(out)

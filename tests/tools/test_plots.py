@@ -24,9 +24,8 @@ from ann.errors import ConfigError
 from ann.evaluation.evaluator import Evaluator
 from ann.evaluation.metrics import compute_metrics
 from ann.visualization import figures as plots
-from helpers import TEST_CONFIGS, checkpoint_overrides, compose_cfg, tiny_train_overrides
+from helpers import ROOT, TEST_CONFIGS, checkpoint_overrides, compose_cfg, tiny_train_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
 # The test-only tiny model: a run of 4 iterations takes about a second.
 TINY = (TEST_CONFIGS, "model=tiny_gn")
 

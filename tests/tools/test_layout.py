@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Higher floors may import lower ones, never the reverse. Packages on one floor
 # may import each other only without a circle (checked below).

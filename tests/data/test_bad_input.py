@@ -18,9 +18,8 @@ from ann.data.cityscapes import CityscapesDataset
 from ann.data.folder import FolderDataset
 from ann.data.voc import VOCDataset
 from ann.errors import DataError
+from helpers import ROOT
 from trees import make_ade, make_cityscapes, make_voc
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -142,7 +141,7 @@ def test_train_tool_reports_bad_root_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "tools/train.py"),
+            str(ROOT / "tools/train.py"),
             "experiment=cityscapes_ann",
             f"dataset.root={missing}",
             "model=ann_r18",
@@ -152,7 +151,7 @@ def test_train_tool_reports_bad_root_in_one_line(tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

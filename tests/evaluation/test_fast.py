@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from cpu_classes import CLASSES, pretend
 from reference.weights import randomise
-from test_precision import CLASSES, pretend
 from torch import nn
 
 from ann import Segmenter, speed

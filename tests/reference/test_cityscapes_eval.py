@@ -23,9 +23,8 @@ from ann.data.cityscapes import CITYSCAPES_CLASSES, label_id_to_train_id_lut
 from ann.errors import ConfigError
 from ann.evaluation.cityscapes_export import result_path, to_label_ids
 from ann.evaluation.predictions import PredictionWriter
-from helpers import compose_cfg
+from helpers import ROOT, compose_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
 # labelIds drawn in the tiny tree: road, sidewalk, building, vegetation, sky,
 # car, and the void ids unlabeled (0), ego vehicle (1), out of roi (3), static (4).
 LABEL_IDS = (7, 8, 11, 21, 23, 26, 0, 1, 3, 4)

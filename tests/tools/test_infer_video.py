@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_zoo import Server
+from loopback import Server
 
 from ann import Segmenter
 from ann.commands import infer as infer_command

@@ -41,10 +41,12 @@ HYDRA_TOOLS = {
 BASE_GROUPS = ("model", "dataset", "evaluator")
 CHECKED_GROUPS = {"train": TOP_GROUPS}
 TOOL_RE = re.compile(r"(?:^|/)tools/(\w+)\.py$")
+# A tool the docs name: tools/<tool>.py, not a test file of tests/tools/.
+TOOL_NAMED = r"\b(?<!tests/)tools/(\w+)\.py"
 # Placeholders the docs use for "your value here" that would not compose as
 # they are; any other placeholder (PATH, /data/...) is a plain string already.
 PLACEHOLDERS = {"experiment=EXPERIMENT": "experiment=cityscapes_ann"}
-# The block tests/test_api.py runs as printed (it needs a trained checkpoint).
+# The block tests/tools/test_api.py runs as printed (it needs a trained checkpoint).
 API_BLOCK_MARK = "from ann import Segmenter"
 
 
@@ -88,7 +90,7 @@ def command_lines() -> list[Snippet]:
             text = line.strip()
             if pending is not None:
                 pending = Snippet(path, pending.line, pending.text + " " + text.rstrip("\\"))
-            elif re.search(r"\btools/\w+\.py|\bscripts/\w+\.(py|sh)", text):
+            elif re.search(rf"{TOOL_NAMED}|\bscripts/\w+\.(py|sh)", text):
                 pending = Snippet(path, number, text.rstrip("\\"))
             if pending is not None and not text.endswith("\\"):
                 found.append(pending)
@@ -210,7 +212,7 @@ def _exit_code(call: Callable[[], int | None]) -> int:
 
 # The tools that are not Hydra apps and the scripts the docs name, each
 # asked for --help in-process (argparse prints and exits 0).
-NON_HYDRA_TOOLS = [t for t in _named(r"\btools/(\w+)\.py") if t not in HYDRA_TOOLS]
+NON_HYDRA_TOOLS = [t for t in _named(TOOL_NAMED) if t not in HYDRA_TOOLS]
 # gpu_env.py is a step that scripts/gpu_check.py runs in a process of its
 # own (arguments from gpu_check), not a command for users.
 INTERNAL_SCRIPTS = {"gpu_env"}
@@ -251,7 +253,7 @@ def test_script_help(
     assert "usage" in (out + err).lower()  # gpu_check prints its usage to stderr
 
 
-@pytest.mark.parametrize("tool", [t for t in _named(r"\btools/(\w+)\.py") if t in HYDRA_TOOLS])
+@pytest.mark.parametrize("tool", [t for t in _named(TOOL_NAMED) if t in HYDRA_TOOLS])
 def test_hydra_tool_help(
     tool: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,7 +271,7 @@ def test_hydra_tool_help(
 
 
 def python_blocks() -> list[Snippet]:
-    """The ```python blocks of the docs, but the one tests/test_api.py runs."""
+    """The ```python blocks of the docs, but the one tests/tools/test_api.py runs."""
     blocks: list[Snippet] = []
     for path in DOCS:
         current: list[str] = []

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from ann.benchmarks.compare import install_mmseg
+from helpers import ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "reference"
 
 

@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from reference import mmseg_ann, official_ann
-from reference.stub import TinyBackbone
-from test_convert import randomise
 from torch import Tensor, nn
 
 from ann.convert import mmseg, official
 from ann.convert.layout import add_bn_counters, fold_conv_bias, rename
 from ann.engine.trainer import Trainer
 from helpers import CONFIG_DIR, compose_cfg
+from reference import mmseg_ann, official_ann
+from reference.stub import TinyBackbone
+from reference.weights import randomise
 from trees import make_cityscapes
 
 STEPS = 3

@@ -14,9 +14,7 @@ from hydra.utils import instantiate
 
 from ann.commands.eval import evaluate
 from ann.errors import CheckpointError, ConfigError
-from helpers import checkpoint_overrides, compose_cfg
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, checkpoint_overrides, compose_cfg
 
 # case -> (what the one line must say)
 CASES = {

@@ -8,26 +8,13 @@ import logging
 
 import pytest
 import torch
+from cpu_classes import CLASSES, NONE, pretend
 
 from ann import speed
 from ann.errors import ConfigError
 from ann.evaluation.evaluator import Evaluator
 from helpers import compose_cfg
 
-NONE = dict.fromkeys(
-    ("avx2", "avx512", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16"), False
-)
-# The four CPU classes, as CPUID reports them (the Sapphire Rapids row has
-# AVX-512 FP16 too; AMX-FP16 arrived with Granite Rapids).
-CLASSES = {
-    "AVX2 only": {**NONE, "avx2": True},
-    "AVX-512 without BF16": {**NONE, "avx2": True, "avx512": True},
-    "AVX-512 BF16": {**NONE, "avx2": True, "avx512": True, "avx512_bf16": True},
-    "AMX": {
-        **NONE,
-        **dict.fromkeys(("avx2", "avx512", "avx512_bf16", "avx512_fp16", "amx_bf16"), True),
-    },
-}
 NATIVE_BF16 = {"AVX2 only": False, "AVX-512 without BF16": False, "AVX-512 BF16": True, "AMX": True}
 REASON = {
     "AVX2 only": "AVX2 only; bf16 would be emulated",
@@ -35,15 +22,6 @@ REASON = {
     "AVX-512 BF16": "AVX-512 BF16",
     "AMX": "AMX-BF16",
 }
-
-
-def pretend(monkeypatch: pytest.MonkeyPatch, flags: dict[str, bool], onednn: bool = True) -> None:
-    """Makes this CPU report ``flags``; oneDNN answers ``onednn`` for bf16 and
-    fp16 (it says True on every AVX-512 CPU, emulating where the flags lack)."""
-    monkeypatch.setattr(speed, "_hardware_flags", lambda: dict(flags))
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    for probe in ("_is_mkldnn_bf16_supported", "_is_mkldnn_fp16_supported"):
-        monkeypatch.setattr(torch.ops.mkldnn, probe, lambda: onednn)
 
 
 @pytest.fixture(params=list(CLASSES))

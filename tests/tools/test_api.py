@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 from reference import mmseg_ann
-from test_convert import model_for, randomise, save_mmseg
+from reference.published import model_for, save_mmseg
+from reference.weights import randomise
 
 from ann import Segmenter
 from ann.commands.convert import convert_file

@@ -5,7 +5,7 @@ again for each, after the prediction grid used OpenCV in this process) and a
 resume → evaluation with scales and flip → inference on a folder.
 
 The same pipeline as separate processes, with a SIGTERM, is
-tests/test_rehearsal.py (integration tier); this one keeps the fast tier's
+tests/data/test_rehearsal.py (integration tier); this one keeps the fast tier's
 real-size coverage without five interpreter start-ups.
 """
 

@@ -18,10 +18,10 @@ from functools import cache
 import cv2
 import numpy as np
 import pytest
-from reference import mmseg_pipeline as ref
 
 from ann.data.ade20k import reduce_zero_label_lut
 from ann.data.transforms import EvalTransform, PhotoMetricDistortion, TrainTransform
+from reference import mmseg_pipeline as ref
 
 # Bilinear resample alone: at most 1 grey level (measured over 120 samples:
 # 1 level on at most 12.8% of the pixels).
