@@ -12,13 +12,14 @@ import torch
 from config_snapshot import SNAPSHOT, resolved
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import nn
 
 from ann.config.schema import check_config
 from ann.errors import ConfigError
 from ann.models.backbones import ResNetBackbone
 from ann.models.heads import AFNB, APNB, ANNHead, FCNHead, NonLocal2d
 from helpers import CONFIG_DIR, ROOT, compose_cfg
+from tiny_models import TinyBackbone
 
 ABLATIONS = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "ablation").glob("*.yaml"))
 
@@ -129,19 +130,6 @@ def test_one_override_per_part() -> None:
     assert cfg.model.decode_head.output == "residual"
 
 
-class StubBackbone(nn.Module):
-    """(B, 3, H, W) -> four stride-8 feature maps with ``channels``: a cheap
-    stand-in for the ResNet, so that every ablation head runs in the tests."""
-
-    def __init__(self, channels: tuple[int, ...] = (8, 8, 16, 32)) -> None:
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(3, c, 1) for c in channels)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x = nn.functional.avg_pool2d(x, 8, ceil_mode=True)
-        return [conv(x) for conv in self.convs]
-
-
 def _narrow(model_cfg: DictConfig) -> None:
     """The heads at 1/64 of their widths (res4 16, res5 32 channels): the
     same composition and options, a fraction of the weights (the full widths
@@ -193,7 +181,7 @@ def test_ablation_experiment_composes_builds_and_trains(experiment: str) -> None
     for key in ("backbone", "aux_head", "loss", "align_corners", "aux_weight"):
         assert cfg.model[key] == official.model[key], key
     _narrow(cfg.model)
-    _forward_backward(experiment, instantiate(cfg.model, backbone=StubBackbone()), 1)
+    _forward_backward(experiment, instantiate(cfg.model, backbone=TinyBackbone()), 1)
 
 
 def _forward_backward(experiment: str, model: nn.Module, batch: int) -> None:

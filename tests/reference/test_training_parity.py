@@ -28,8 +28,8 @@ from ann.convert.layout import add_bn_counters, fold_conv_bias, rename
 from ann.engine.trainer import Trainer
 from helpers import CONFIG_DIR, compose_cfg
 from reference import mmseg_ann, official_ann
-from reference.stub import TinyBackbone
 from reference.weights import randomise
+from tiny_models import TinyBackbone
 from trees import make_cityscapes
 
 STEPS = 3
@@ -86,8 +86,8 @@ def to_ours(source: str, ref: nn.Module) -> dict[str, Tensor]:
 def build_trainer(experiment: str, weights: Path, tmp: Path, overrides: list[str]) -> Trainer:
     """The real Trainer of ``experiment`` (weights from ``weights``, then
     float64) on a two-image Cityscapes tree it never reads from here. With
-    ``tiny`` in ``overrides``' place the backbone is the stub of
-    tests/reference/stub.py."""
+    ``tiny`` in ``overrides``' place the backbone is tests/tiny_models.py's
+    TinyBackbone."""
     root = make_cityscapes(tmp / "cs", {"train": {"aachen": 2}, "val": {"ulm": 1}}, (64, 128))
     tiny = "tiny" in overrides
     cfg = compose_cfg(
@@ -105,7 +105,7 @@ def build_trainer(experiment: str, weights: Path, tmp: Path, overrides: list[str
         ]
     )
     if tiny:
-        cfg.model.backbone = OmegaConf.create({"_target_": "reference.stub.TinyBackbone"})
+        cfg.model.backbone = OmegaConf.create({"_target_": "tiny_models.TinyBackbone"})
     trainer = Trainer(cfg)
     trainer.model.double()
     return trainer
