@@ -353,7 +353,7 @@ def install_wheels(
 
 def cuda_test_files() -> list[str]:
     """The test files that mark tests ``cuda``, relative to the repository."""
-    files = sorted((REPO / "tests").glob("test_*.py"))
+    files = sorted((REPO / "tests").rglob("test_*.py"))
     return [str(f.relative_to(REPO)) for f in files if "mark.cuda" in f.read_text()]
 
 

@@ -1,8 +1,8 @@
 """Resolved configs of every experiment and model for train, eval, infer and
-export: the values tests/test_config_parts.py::test_resolved_configs_unchanged
+export: the values tests/models/test_config_parts.py::test_resolved_configs_unchanged
 holds the config files to, however they are organised.
 
-``python tests/config_snapshot.py`` rewrites tests/data/resolved_configs.json;
+``python tests/config_snapshot.py`` rewrites tests/snapshots/resolved_configs.json;
 run it only when a change to a resolved config is intended.
 """
 
@@ -10,28 +10,24 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "configs"
-SNAPSHOT = ROOT / "tests" / "data" / "resolved_configs.json"
+from helpers import CONFIG_DIR, ROOT, compose_cfg
+
+SNAPSHOT = ROOT / "tests" / "snapshots" / "resolved_configs.json"
 ENTRY_CONFIGS = ("train", "eval", "infer", "export")
 
 
 def resolved(cases: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
     """configs/<config_name>.yaml composed with the overrides of each
     (config_name, overrides) case, resolved to plain containers (the hydra
-    node is not part of a composed config). One Hydra initialisation for all."""
-    out = []
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for config_name, overrides in cases:
-            cfg = compose(config_name=config_name, overrides=overrides)
-            out.append(OmegaConf.to_container(cfg, resolve=True))
-    return out
+    node is not part of a composed config)."""
+    return [
+        OmegaConf.to_container(compose_cfg(overrides, config_name), resolve=True)
+        for config_name, overrides in cases
+    ]
 
 
 def snapshot_keys(experiments: list[str], models: list[str]) -> list[tuple[str, str, list[str]]]:

@@ -1,8 +1,8 @@
 """Outputs of the attention blocks and heads at their default options, for
-the bit-for-bit test of tests/test_ablation.py (the ablation options must not
+the bit-for-bit test of tests/models/test_ablation.py (the ablation options must not
 change what the defaults compute).
 
-``python tests/head_snapshot.py`` rewrites tests/data/default_head_outputs.pt
+``python tests/head_snapshot.py`` rewrites tests/snapshots/default_head_outputs.pt
 from the current code; run it only when a change of the defaults' numbers is
 intended. Each case stores its state_dict keys and the fp64 output (eval) or
 output and input gradients (train, dropout seeded), for weights and inputs
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ann.models.heads import AFNB, APNB, ANNHead, NonLocal2d
 
-SNAPSHOT = Path(__file__).resolve().parent / "data" / "default_head_outputs.pt"
+SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "default_head_outputs.pt"
 
 
 def cases() -> dict[str, tuple[Callable[[], nn.Module], str]]:

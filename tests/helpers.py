@@ -1,4 +1,8 @@
-"""Running the entry points as real processes (plain python or torchrun)."""
+"""What tests share besides fixtures (those are in conftest.py): composing
+the configs as the tools do, the overrides of a seconds-long run of the demo
+model, and running the entry points as real processes (plain python or
+torchrun). Test files import it by name (``from helpers import compose_cfg``):
+tests/ is on pytest's pythonpath and on the tools' PYTHONPATH (``tool_env``)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,58 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+# Hydra's search path for tests/configs (model=tiny_gn): an override for the tools.
 TEST_CONFIGS = f"hydra.searchpath=[file://{ROOT / 'tests' / 'configs'}]"
+
+
+def compose_cfg(
+    overrides: list[str] | None = None, config_name: str = "train", *, hydra: bool = False
+) -> DictConfig:
+    """Composes configs/<config_name>.yaml with overrides, as the tools do;
+    ``hydra``: with the ``hydra`` node (run and sweep folders, launcher)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name, overrides or [], return_hydra_config=hydra)
+
+
+def tiny_train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long CPU training run of the small model."""
+    return [
+        "experiment=demo",
+        f"dataset.root={root}",
+        f"output_dir={out}",
+        "dataset.num_train=16",
+        "dataset.num_val=6",
+        "trainer.max_iters=4",
+        "trainer.val_interval=2",
+        "trainer.ckpt_interval=2",
+        "trainer.log_interval=1",
+        "trainer.batch_size=2",
+        "trainer.num_workers=0",
+        "trainer.num_vis=2",
+        "scheduler.warmup_iters=0",
+        # fp32, whatever the demo uses: tests compare losses across runs to 1e-5.
+        "trainer.amp=false",
+        *extra,
+    ]
+
+
+def checkpoint_overrides(root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for tools/eval.py or tools/infer.py with the demo model on
+    the tiny shapes data and checkpoint ``ckpt``."""
+    return [
+        "experiment=demo",
+        f"dataset.root={root}",
+        "dataset.num_train=16",
+        "dataset.num_val=6",
+        f"checkpoint={ckpt}",
+        f"output_dir={out}",
+        *extra,
+    ]
 
 
 def tool_env() -> dict[str, str]:

@@ -19,7 +19,7 @@ Node = dict[str, Any]
 def _nonlocal_head(node: Node) -> Node:
     """``NonLocalHead(in_channels=C, in_index=i, ...)`` is the ANN head with no
     fusion block and a dense context block reading res5 (the same modules,
-    keys and output: tests/test_ablation.py); ``in_channels[0]`` and
+    keys and output: tests/models/test_ablation.py); ``in_channels[0]`` and
     ``in_index[0]``, the unused res4 entry, repeat res5's."""
     node = dict(node)
     channels, index = node.pop("in_channels"), node.pop("in_index", 3)

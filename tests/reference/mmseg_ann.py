@@ -3,10 +3,10 @@ mmseg/models/utils/self_attention_block.py, FCNHead, ResNetV1c, and
 EncoderDecoder's encode_decode / slide_inference), rewritten from their
 structure with plain torch modules; BN for SyncBN (they agree in eval).
 
-tests/test_convert.py checks the converter against this; the note of the
+tests/reference/test_convert.py checks the converter against this; the note of the
 issue that added it records a one-off check of the converter against
 mmsegmentation 1.2.2 itself (max relative logit error 4e-14 in float64).
-tests/test_training_parity.py trains against :meth:`EncoderDecoder.loss`
+tests/reference/test_training_parity.py trains against :meth:`EncoderDecoder.loss`
 (mmseg/models/losses/cross_entropy_loss.py, decode_head.loss_by_feat) and
 :class:`PolyLR` (mmengine's PolyLR, chained form).
 """

@@ -1,7 +1,7 @@
 """One training step of ``experiment=cityscapes_ann`` against mmsegmentation
 1.2.2 itself (its ANN R-50-D8 Cityscapes config), in float64.
 
-Run by tests/test_against_mmseg.py in a subprocess whose PYTHONPATH holds
+Run by tests/reference/test_against_mmseg.py in a subprocess whose PYTHONPATH holds
 tests/, the repository and the pinned packages of tests/reference/mmseg-requirements.txt (installed there
 with ``--no-deps``; mmcv-lite has no compiled ops, so ``mmcv.ops`` is a stub
 whose functions raise: ANN uses none of them). Prints one JSON object of
@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from helpers import compose_cfg
 from reference.weights import randomise
-
-ROOT = Path(__file__).resolve().parents[2]
 
 NUM_CLASSES, IGNORE, SIZE, BATCH = 19, 255, 129, 2
 MMCV_OPS = ("point_sample", "sigmoid_focal_loss", "CrissCrossAttention", "PSAMask")
@@ -69,7 +68,6 @@ def build_mmseg() -> nn.Module:
 
 
 def build_ours(query_key_bn_updates: int) -> nn.Module:
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     overrides = [
@@ -77,8 +75,7 @@ def build_ours(query_key_bn_updates: int) -> nn.Module:
         "model.backbone.pretrained=null",
         f"model.decode_head.query_key_bn_updates={query_key_bn_updates}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return instantiate(compose("train", overrides=overrides).model)
+    return instantiate(compose_cfg(overrides).model)
 
 
 def to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
