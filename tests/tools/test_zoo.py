@@ -362,7 +362,6 @@ def test_eval_without_experiment_writes_beside_the_run(
     """Given only checkpoint=, the outputs go under the run's name (demo), not
     the tool's (outputs/eval/eval); name= still wins."""
     from ann.commands import eval as eval_command
-    from helpers import compose_cfg
 
     ckpt = trained_demo / "checkpoints" / "best.pth"
     given = [f"checkpoint={ckpt}", f"paths.output_root={tmp_path}", f"dataset.root={shapes_root}"]
