@@ -191,6 +191,24 @@ def linear_1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return out if conv.bias is None else out + conv.bias[:, None]
 
 
+def fuse_affine(out_proj: nn.Conv2d, fuse: nn.Sequential) -> tuple[Tensor, Tensor, Tensor]:
+    """``fuse[0]`` over cat[out_proj(c), x] as one affine map of (c, x):
+    (w_x (O, Cin), w_ctx (O, Cv), bias (O,)) with
+    ``fuse[0](cat[out_proj(c), x]) == w_x·x + w_ctx·c + bias`` per position,
+    the fuse's BatchNorm folded in when it uses running statistics (eval)."""
+    n_out = out_proj.out_channels
+    weight = fuse[0].weight[:, :, 0, 0]  # (O, O + Cin)
+    w_ctx, w_x = weight[:, :n_out], weight[:, n_out:]
+    # fuse_c(Wo c + b_o) = (W_c Wo) c + W_c b_o: one (O, Cv) matrix instead of two convs.
+    bias = w_ctx @ out_proj.bias
+    w_ctx = w_ctx @ out_proj.weight[:, :, 0, 0]
+    folded = bn_fold(fuse[1])
+    if folded is not None:
+        scale, shift = folded
+        w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
+    return w_x, w_ctx, bias
+
+
 def fused_output(out_proj: nn.Conv2d, fuse: nn.Sequential, context: Tensor, x: Tensor) -> Tensor:
     """fuse(cat[out_proj(context), x]) without the concatenation.
 
@@ -206,16 +224,8 @@ def fused_output(out_proj: nn.Conv2d, fuse: nn.Sequential, context: Tensor, x: T
         in eval the BN is folded in.
     """
     b, _, h, w = x.shape
-    n_out = out_proj.out_channels
-    weight = fuse[0].weight[:, :, 0, 0]  # (O, O + Cin)
-    w_ctx, w_x = weight[:, :n_out], weight[:, n_out:]
-    # fuse_c(Wo c + b_o) = (W_c Wo) c + W_c b_o: one (O, Cv) matrix instead of two convs.
-    bias = w_ctx @ out_proj.bias
-    w_ctx = w_ctx @ out_proj.weight[:, :, 0, 0]
+    w_x, w_ctx, bias = fuse_affine(out_proj, fuse)
     folded = bn_fold(fuse[1])
-    if folded is not None:
-        scale, shift = folded
-        w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
     if is_nhwc(x):
         # Token-major GEMMs (B, N, ·) @ Wᵀ: x and the result stay channels_last.
         out = torch.baddbmm(bias, tokens(x), w_x.t().expand(b, -1, -1))
