@@ -17,7 +17,7 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ann.commands.overrides import zoo_experiment_values
+from ann.commands.overrides import run_name_values, zoo_experiment_values
 from ann.config.compose import compose, config_dir
 from ann.config.suggest import (
     close_matches,
@@ -238,8 +238,9 @@ def prepare_argv(tool_file: str, config_name: str, doc: str) -> None:
     """What each Hydra tool runs before ``@hydra.main``: ``-h/--help`` prints
     :func:`help_text` and exits 0; path values are quoted
     (:func:`quote_path_argv`); a registry name implies its experiment
-    (:func:`~ann.commands.overrides.zoo_experiment_values`); the command line
-    is checked (:func:`check_command_line`)."""
+    (:func:`~ann.commands.overrides.zoo_experiment_values`); a checkpoint
+    file alone names the run (:func:`~ann.commands.overrides.run_name_values`);
+    the command line is checked (:func:`check_command_line`)."""
     tool = Path(tool_file).name
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:
@@ -248,4 +249,6 @@ def prepare_argv(tool_file: str, config_name: str, doc: str) -> None:
     quote_path_argv()
     # checkpoint=zoo:NAME / trainer.load_from=zoo:NAME: experiment= defaults to the entry's.
     sys.argv[1:] = zoo_experiment_values(sys.argv[1:])
+    # checkpoint=FILE alone: outputs beside the run's, under its name.
+    sys.argv[1:] = run_name_values(tool, sys.argv[1:])
     check_command_line(tool, config_name, sys.argv[1:])

@@ -166,7 +166,11 @@ def test_infer_tool_takes_the_checkpoints_own_config(
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "a" / "predictions" / "masks" / f"{image.stem}.png").is_file()
     wrong = tool(
-        "infer.py", "experiment=cityscapes_ann", f"checkpoint={demo_ckpt}", f"input={image}"
+        "infer.py",
+        "experiment=cityscapes_ann",
+        f"checkpoint={demo_ckpt}",
+        f"input={image}",
+        f"output_dir={tmp_path / 'b'}",
     )
     lines = wrong.stderr.strip().splitlines()
     assert wrong.returncode == 2 and len([ln for ln in lines if ln.startswith("error:")]) == 1

@@ -370,3 +370,18 @@ def test_eval_without_experiment_writes_beside_the_run(
     named = [*given, "name=mine"]
     eval_command.evaluate(compose_cfg(named, "eval"), named)
     assert (tmp_path / "mine" / "eval" / "metrics.json").is_file()
+
+
+def test_a_checkpoint_file_alone_names_the_tools_run(trained_demo: Path) -> None:
+    """Hydra makes the output folder before the command runs, so the tools'
+    command line gets the checkpoint's run name first (outputs/demo/eval)."""
+    from ann.commands.overrides import run_name_values
+
+    ckpt = f"checkpoint={trained_demo / 'checkpoints' / 'best.pth'}"
+    assert run_name_values("eval.py", [ckpt]) == [ckpt, "name=demo"]
+    assert run_name_values("infer.py", [ckpt, "input=x.png"])[-1] == "name=demo"
+    for given in (["experiment=demo"], ["name=mine"], ["output_dir=/tmp/o"]):
+        assert run_name_values("eval.py", [ckpt, *given]) == [ckpt, *given]
+    assert run_name_values("train.py", [ckpt]) == [ckpt]
+    for other in ("checkpoint=zoo:x", "checkpoint=/no/such.pth"):
+        assert run_name_values("eval.py", [other]) == [other]
