@@ -191,11 +191,12 @@ def linear_1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return out if conv.bias is None else out + conv.bias[:, None]
 
 
-def fuse_affine(out_proj: nn.Conv2d, fuse: nn.Sequential) -> tuple[Tensor, Tensor, Tensor]:
+def fuse_affine(out_proj: nn.Conv2d, fuse: nn.Sequential) -> tuple[Tensor, Tensor, Tensor, bool]:
     """``fuse[0]`` over cat[out_proj(c), x] as one affine map of (c, x):
-    (w_x (O, Cin), w_ctx (O, Cv), bias (O,)) with
-    ``fuse[0](cat[out_proj(c), x]) == w_x·x + w_ctx·c + bias`` per position,
-    the fuse's BatchNorm folded in when it uses running statistics (eval)."""
+    (w_x (O, Cin), w_ctx (O, Cv), bias (O,), folded) with
+    ``fuse[0](cat[out_proj(c), x]) == w_x·x + w_ctx·c + bias`` per position;
+    ``folded``: the fuse's BatchNorm is in them (it uses running statistics,
+    eval), else it is still to apply."""
     n_out = out_proj.out_channels
     weight = fuse[0].weight[:, :, 0, 0]  # (O, O + Cin)
     w_ctx, w_x = weight[:, :n_out], weight[:, n_out:]
@@ -206,7 +207,7 @@ def fuse_affine(out_proj: nn.Conv2d, fuse: nn.Sequential) -> tuple[Tensor, Tenso
     if folded is not None:
         scale, shift = folded
         w_x, w_ctx, bias = w_x * scale[:, None], w_ctx * scale[:, None], bias * scale + shift
-    return w_x, w_ctx, bias
+    return w_x, w_ctx, bias, folded is not None
 
 
 def fused_output(out_proj: nn.Conv2d, fuse: nn.Sequential, context: Tensor, x: Tensor) -> Tensor:
@@ -224,8 +225,7 @@ def fused_output(out_proj: nn.Conv2d, fuse: nn.Sequential, context: Tensor, x: T
         in eval the BN is folded in.
     """
     b, _, h, w = x.shape
-    w_x, w_ctx, bias = fuse_affine(out_proj, fuse)
-    folded = bn_fold(fuse[1])
+    w_x, w_ctx, bias, folded = fuse_affine(out_proj, fuse)
     if is_nhwc(x):
         # Token-major GEMMs (B, N, ·) @ Wᵀ: x and the result stay channels_last.
         out = torch.baddbmm(bias, tokens(x), w_x.t().expand(b, -1, -1))
@@ -239,7 +239,7 @@ def fused_output(out_proj: nn.Conv2d, fuse: nn.Sequential, context: Tensor, x: T
         w_ctx, context = w_ctx.to(out.dtype), context.to(out.dtype)
         out = out.baddbmm_(w_ctx.expand(b, -1, -1), context.transpose(1, 2))
         out = out.view(b, -1, h, w)
-    if folded is None:
+    if not folded:
         out = fuse[1](out)
     return out.relu_() if len(fuse) > 2 else out
 

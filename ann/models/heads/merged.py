@@ -39,7 +39,8 @@ class FusionBottleneck(nn.Module):
         conv = bottleneck[0]
         self.conv_args = {"padding": conv.padding, "dilation": conv.dilation}
         self.relu = len(bottleneck) > 2
-        w_x, w_ctx, bias = (t.double() for t in fuse_affine(fusion.out_proj, fusion.fuse))
+        w_x, w_ctx, bias, _ = fuse_affine(fusion.out_proj, fusion.fuse)
+        w_x, w_ctx, bias = w_x.double(), w_ctx.double(), bias.double()
         weight, shift = conv.weight.double(), torch.zeros(conv.out_channels, dtype=torch.float64)
         if conv.bias is not None:
             shift = conv.bias.double()
